@@ -1,0 +1,23 @@
+"""``save_load``: a saved prefix, reloaded onto a fresh copy of the model, gives identical logits."""
+import tempfile
+
+import torch
+
+from ..bench import Measurement
+from ..oracle import real_prefix_kv
+
+
+def run(bench):
+    attached = bench.attach()
+    ids, mask = bench.inputs(batch=2, length=6)
+    with torch.no_grad():
+        # A prefix that is not the initial one, so a reload that silently re-initialises fails.
+        attached.plant(real_prefix_kv(bench.contract, attached.base, bench.prefix_tokens(), ids))
+        before = attached.logits(ids, mask)
+    with tempfile.TemporaryDirectory() as tmp:
+        attached.save(tmp)
+        reloaded = attached.reload(bench.fresh_model(), tmp)
+    with torch.no_grad():
+        after = reloaded.logits(ids, mask)
+    diff = float((before - after).abs().max()) if before.shape == after.shape else float("inf")
+    return Measurement(diff == 0.0, diff, 0.0, f"max |logits before - after reload| = {diff:.3g}")

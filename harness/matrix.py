@@ -1,0 +1,92 @@
+"""The matrix: every spec row (a spec and its variants) x adapter x check, as cells.
+
+A cell is one test with a readable id (``llama-harness-equivalence``, ``qwen-unfixed-harness-train``,
+``qwen-harness-equivalence-remote``). Expected failures are looked up in the spec, never decided here.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import names
+from .spec import DEFAULT_VARIANT, ModelSpec, Variant
+
+TRUST_ENV = "PREFIX_COMPAT_TRUST_REMOTE_CODE"
+
+
+@dataclass(frozen=True)
+class Cell:
+    spec: ModelSpec
+    variant: Variant
+    adapter: str
+    check: str
+    code_source: str
+
+    @property
+    def row(self) -> str:
+        """The model row of the compatibility table."""
+        return self.spec.name if self.variant.name == DEFAULT_VARIANT else f"{self.spec.name}-{self.variant.name}"
+
+    @property
+    def id(self) -> str:
+        suffix = "" if self.code_source == self.spec.build.code_source else f"-{self.code_source}"
+        return f"{self.row}-{self.adapter}-{self.check}{suffix}"
+
+    def expected_failure(self, versions: dict[str, str]):
+        return self.spec.expected_failure(self.adapter, self.check, self.variant.name, self.code_source, versions)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [x.strip() for x in value.split(",") if x.strip()] if value else None
+
+
+def select_specs(specs: list[ModelSpec], models: str | None) -> list[ModelSpec]:
+    wanted = _split(models)
+    if not wanted:
+        return specs
+    unknown = [w for w in wanted if w not in {s.name for s in specs}]
+    if unknown:
+        raise ValueError(f"--models: unknown spec(s) {unknown}; known: {', '.join(s.name for s in specs)}")
+    return [s for s in specs if s.name in wanted]
+
+
+def code_sources_for(spec: ModelSpec, which: str) -> list[str]:
+    """``default``: the spec's build source; ``remote``: real hub code only; ``all``: both."""
+    has_remote = spec.remote is not None
+    if which == "default":
+        return [spec.build.code_source]
+    if which == "remote":
+        return ["remote"] if has_remote else []
+    return [spec.build.code_source] + (["remote"] if has_remote else [])
+
+
+def build_cells(specs, adapters=None, checks=None, code_source: str = "default") -> list[Cell]:
+    adapters = _split(adapters) or list(names.ADAPTERS)
+    checks = _split(checks) or list(names.CHECKS)
+    for value, allowed, flag in ((adapters, names.ADAPTERS, "--adapters"), (checks, names.CHECKS, "--checks")):
+        bad = [v for v in value if v not in allowed]
+        if bad:
+            raise ValueError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
+    cells = []
+    for spec in specs:
+        for source in code_sources_for(spec, code_source):
+            for variant in spec.variants:
+                for adapter in adapters:
+                    if adapter not in variant.adapters:
+                        continue
+                    for check in checks:
+                        cells.append(Cell(spec, variant, adapter, check, source))
+    return cells
+
+
+def remote_skip_reason(cell: Cell) -> str | None:
+    """Why a remote-code cell cannot run here, or None."""
+    if cell.code_source != "remote":
+        return None
+    if os.environ.get(TRUST_ENV) != "1":
+        return (f"remote code is opt-in: set {TRUST_ENV}=1 (runs the hub code of {cell.spec.remote.repo} "
+                f"@ {cell.spec.remote.revision[:12]} from a local folder or the local HF cache)")
+    from .remote import locate_code
+
+    _, why = locate_code(cell.spec)
+    return why

@@ -1,0 +1,64 @@
+"""Building the models a spec describes: tiny random-weight models, never a download.
+
+``code_source`` says whose code runs: ``transformers`` (a class shipped with transformers),
+``reference`` (our own model of a hub-only family's cache contract, in harness/reference) or
+``remote`` (the real hub remote code, from a local folder or the local HF cache only; see
+harness/remote.py).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+import torch
+
+from .expr import first_applicable
+
+
+def resolve_class(code_source: str, dotted: str):
+    """``LlamaConfig`` (a transformers attribute) or ``harness.reference.qwen:QWenConfig``."""
+    if ":" in dotted:
+        module, _, attr = dotted.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    import transformers
+
+    try:
+        return getattr(transformers, dotted)
+    except AttributeError as e:
+        raise AttributeError(f"transformers {transformers.__version__} has no {dotted}") from e
+
+
+@dataclass(frozen=True)
+class KVDims:
+    """The sizes of one layer's K/V, read off a config through the spec's expressions."""
+
+    layers: int
+    heads: int
+    head_dim: int
+
+
+def kv_dims(spec, config) -> KVDims:
+    return KVDims(
+        layers=first_applicable(spec.kv.layers, config),
+        heads=first_applicable(spec.kv.heads, config),
+        head_dim=first_applicable(spec.kv.head_dim, config),
+    )
+
+
+def build_model(spec, code_source: str | None = None, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """A tiny model with deterministic random weights, in eval mode."""
+    source = code_source or spec.build.code_source
+    torch.manual_seed(spec.build.seed)
+    if source == "remote":
+        from .remote import build_remote_model
+
+        model = build_remote_model(spec)
+    else:
+        config_cls = resolve_class(source, spec.build.config_class)
+        model_cls = resolve_class(source, spec.build.model_class)
+        config = config_cls(**spec.build.config)
+        model = model_cls(config)
+    model = model.to(device=device, dtype=dtype).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)  # the base is frozen for every adapter; only the prefix trains
+    return model

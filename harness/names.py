@@ -1,0 +1,18 @@
+"""The vocabularies a spec may use, in one place so validation and the code that acts agree.
+
+Containers, mask and position conventions and fixes are implemented one module (or one function)
+per name; adding a genuinely new cache convention means adding a name here and its module.
+"""
+
+ADAPTERS = ("harness", "naive", "peft")
+CHECKS = ("accepts", "equivalence", "gradients", "train", "generate", "save_load")
+CODE_SOURCES = ("transformers", "reference", "remote")
+
+# harness/containers/<name>.py
+CONTAINERS = ("transformers_cache", "tuples", "stacked")
+CACHE_ARGUMENTS = ("auto", "past_key_values", "cache")
+# harness/conventions.py
+MASK_CONVENTIONS = ("extend_2d", "glm_bool_4d")
+POSITION_CONVENTIONS = ("model_continues", "explicit_offset", "glm_2d")
+# harness/fixes.py
+FIXES = ("causal_mask_with_past",)

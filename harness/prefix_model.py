@@ -1,0 +1,121 @@
+"""The public API: attach a trainable P-Tuning v2 prefix to any model a spec describes.
+
+    import harness
+    pm = harness.prefix_tune(model, num_virtual_tokens=16)   # finds the spec from model.config
+    loss = pm(input_ids, attention_mask=mask, labels=labels).loss
+    tokens = pm.generate(input_ids, max_new_tokens=20)
+    pm.save_prefix("out/"); pm2 = harness.load_prefix(model, "out/")
+
+The base model is frozen; only ``pm.encoder`` trains. Generation runs the harness's own decoding
+loop over the model's forward, because some models' ``generate()`` mistakes a prefix for a
+finished prompt (Qwen v1 and ChatGLM-6B truncate the prompt to its last token when a past is given).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .containers import returned_cache
+from .contract import CacheContract
+from .encoder import PrefixEncoder
+from .fixes import apply_fixes
+from .layout import Layout
+from .spec import ModelSpec, find_spec_for, load_spec, SPEC_DIR
+
+PREFIX_FILE = "prefix.pt"
+
+
+class PrefixModel(nn.Module):
+    def __init__(self, model: nn.Module, spec: ModelSpec | None = None, num_virtual_tokens: int = 16,
+                 projection_dim: int | None = None, dropout: float = 0.0, layout: Layout | None = None,
+                 fixes: bool = True):
+        super().__init__()
+        self.spec = spec or find_spec_for(model.config)
+        self.base = model
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.contract = CacheContract.for_model(model, self.spec, layout)
+        d = self.contract.dims
+        ref = next(model.parameters())
+        self.encoder = PrefixEncoder(d.layers, d.heads, d.head_dim, num_virtual_tokens, projection_dim,
+                                     dropout=dropout).to(device=ref.device, dtype=ref.dtype)
+        self._hooks = apply_fixes(model, self.spec, self.contract) if fixes else []
+        self.fixes_applied = bool(self._hooks)
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.encoder.num_virtual_tokens
+
+    def detach(self) -> nn.Module:
+        """Remove the fix hooks and hand back the base model."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        return self.base
+
+    def prefix_cache(self, batch_size: int):
+        """The prefix in the model's own layout and container, a fresh object per call (transformers'
+        cache objects grow in place as the model runs)."""
+        return self.contract.to_model_cache(self.encoder(batch_size))
+
+    def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        kw = self.contract.model_kwargs(input_ids, input_ids, mask, self.num_virtual_tokens,
+                                        self.prefix_cache(input_ids.shape[0]))
+        if labels is not None:
+            kw["labels"] = labels
+        return self.base(**kw, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None):
+        """Greedy decoding behind the prefix. Rows must be unpadded (or all the same length).
+        Returns the prompt followed by the new tokens, (B, L + n)."""
+        ids = input_ids
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        cache, new = self.prefix_cache(ids.shape[0]), ids
+        done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        for _ in range(max_new_tokens):
+            out = self.base(**self.contract.model_kwargs(new, ids, mask, self.num_virtual_tokens, cache))
+            nxt = out.logits[:, -1, :].argmax(-1)  # (B,)
+            if eos_token_id is not None:
+                nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
+                done |= nxt == eos_token_id
+            cache, new = returned_cache(out), nxt[:, None]
+            ids = torch.cat((ids, new), dim=1)
+            mask = torch.cat((mask, torch.ones_like(new)), dim=1)
+            if eos_token_id is not None and bool(done.all()):
+                break
+        return ids
+
+    # ------------------------------------------------------------------ persistence
+    def save_prefix(self, directory) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {"spec": self.spec.name, "layout": str(self.contract.layout), "fixes": self.fixes_applied,
+                **self.encoder.config()}
+        torch.save({"meta": meta, "state": self.encoder.state_dict()}, directory / PREFIX_FILE)
+        (directory / "prefix.json").write_text(json.dumps(meta, indent=2) + "\n")
+        return directory / PREFIX_FILE
+
+
+def prefix_tune(model: nn.Module, num_virtual_tokens: int = 16, spec: ModelSpec | str | None = None,
+                **kwargs) -> PrefixModel:
+    """Attach a trainable prefix. ``spec`` may be a ModelSpec, a spec name or file; by default the
+    spec is found from ``model.config`` (``match`` in model_specs/)."""
+    if isinstance(spec, str):
+        spec = load_spec(spec if spec.endswith((".yaml", ".yml")) else SPEC_DIR / f"{spec}.yaml")
+    return PrefixModel(model, spec, num_virtual_tokens, **kwargs)
+
+
+def load_prefix(model: nn.Module, directory, spec: ModelSpec | str | None = None) -> PrefixModel:
+    """Rebuild a saved prefix on a model (the model must have the saved one's sizes)."""
+    blob = torch.load(Path(directory) / PREFIX_FILE, map_location="cpu", weights_only=True)
+    meta = blob["meta"]
+    pm = prefix_tune(model, meta["num_virtual_tokens"], spec or meta["spec"],
+                     projection_dim=meta["projection_dim"], layout=Layout.parse(meta["layout"]),
+                     fixes=meta["fixes"])
+    pm.encoder.load_state_dict(blob["state"])
+    return pm

@@ -1,0 +1,57 @@
+"""Running the real hub remote code of a family (``code_source = remote``), never downloading it.
+
+The code comes from a local folder (``PREFIX_COMPAT_CODE_DIR_<SPEC>``, e.g.
+``PREFIX_COMPAT_CODE_DIR_QWEN=/models/Qwen-7B``) or from the local Hugging Face cache at the
+spec's pinned revision. Running it needs the user's opt-in (``PREFIX_COMPAT_TRUST_REMOTE_CODE=1``).
+The model is built from the real config.json with the spec's tiny sizes: random weights, no
+checkpoint needed.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def code_dir_variable(spec) -> str:
+    return "PREFIX_COMPAT_CODE_DIR_" + spec.name.upper().replace(".", "_").replace("-", "_")
+
+
+def locate_code(spec) -> tuple[Path | None, str | None]:
+    """(folder, None) when the code is here and loadable under this transformers, else (None, why)."""
+    import transformers
+    from packaging.version import Version
+
+    remote = spec.remote
+    var = code_dir_variable(spec)
+    if remote.transformers is not None and Version(transformers.__version__) not in remote.transformers:
+        return None, (f"{remote.repo} remote code loads under transformers{remote.transformers}; "
+                      f"this is {transformers.__version__} (use the tox env 'old')")
+    folder = os.environ.get(var)
+    if folder:
+        path = Path(folder)
+        if not (path / "config.json").is_file():
+            return None, f"{var}={folder} has no config.json: point it at a copy of {remote.repo}"
+        return path, None
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(remote.repo, revision=remote.revision, local_files_only=True,
+                                      allow_patterns=["*.py", "*.json"]))
+        return path, None
+    except Exception:  # noqa: BLE001 - any miss in the local cache means "not here"
+        return None, (f"{remote.repo} @ {remote.revision[:12]} is not in the local HF cache; set {var} to a "
+                      f"local folder with its code, or download it yourself at that revision")
+
+
+def build_remote_model(spec):
+    path, why = locate_code(spec)
+    if why:
+        raise RuntimeError(why)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing is fetched
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=True, local_files_only=True)
+    for key, value in {**spec.build.config, **spec.remote.config}.items():
+        setattr(config, key, value)
+    auto = getattr(transformers, spec.remote.auto_class)
+    return auto.from_config(config, trust_remote_code=True)
