@@ -93,6 +93,7 @@ class RemoteSpec:
     auto_class: str = "AutoModelForCausalLM"
     transformers: SpecifierSet | None = None
     config: dict = field(default_factory=dict)  # overrides applied to the real config.json
+    mirror: str | None = None  # a public copy where `revision` can be read when the hub one cannot
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,8 @@ def _read_build(r: _Reader, data) -> BuildSpec:
 
 
 def _read_remote(r: _Reader, data) -> RemoteSpec:
-    m = r.mapping(data, "remote", {"repo": True, "revision": True, "auto_class": False, "transformers": False, "config": False})
+    m = r.mapping(data, "remote", {"repo": True, "revision": True, "mirror": False, "auto_class": False,
+                                   "transformers": False, "config": False})
     repo = r.string(m["repo"], "remote.repo")
     if repo.count("/") != 1:
         r.fail("remote.repo", f"{repo!r} is not a hub repository id", "write owner/name, e.g. Qwen/Qwen-7B")
@@ -357,7 +359,8 @@ def _read_remote(r: _Reader, data) -> RemoteSpec:
     overrides = m.get("config") or {}
     if not isinstance(overrides, dict):
         r.fail("remote.config", "expected a mapping", "write config overrides as key: value")
-    return RemoteSpec(repo, revision, auto_class, tf, dict(overrides))
+    mirror = r.string(m["mirror"], "remote.mirror") if m.get("mirror") else None
+    return RemoteSpec(repo, revision, auto_class, tf, dict(overrides), mirror)
 
 
 def _read_kv(r: _Reader, data) -> KVSpec:
