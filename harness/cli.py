@@ -43,12 +43,50 @@ def _run_dir(results_dir: str, given: str | None) -> Path:
 def cmd_report(args) -> int:
     from .report import table
 
-    text = table(_run_dir(args.results_dir, args.run), args.format)
+    runs = [_run_dir(args.results_dir, r) for r in args.runs] if args.runs else [_run_dir(args.results_dir, None)]
+    if len(runs) > 1 and not args.pivot:
+        raise SystemExit("error: several runs make one table only with --pivot (e.g. --pivot transformers)")
+    text = table(runs, args.format, args.pivot)
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from .report import run_summary
+
+    runs = results.list_runs(Path(args.results_dir))
+    if not runs:
+        print(f"no runs under {results.runs_root(Path(args.results_dir))}")
+        return 0
+    print(f"{'run':<28} {'date':<25} {'torch':<8} {'transformers':<13} {'peft':<8} {'device':<6} "
+          f"{'pass':>4} {'fail':>4} {'error':>5} {'xfail':>5} {'skip':>4}  state")
+    for run in runs:
+        s = run_summary(run)
+        c = s["counts"]
+        state = "complete" if s["complete"] else f"partial ({s['rows']}/{s['expected'] or '?'})"
+        print(f"{s['run_id']:<28} {s['date']:<25} {s['torch']:<8} {s['transformers']:<13} {s['peft']:<8} "
+              f"{s['device']:<6} {c.get('pass', 0):>4} {c.get('fail', 0):>4} {c.get('error', 0):>5} "
+              f"{c.get('xfail', 0):>5} {c.get('skip', 0):>4}  {state}")
+    return 0
+
+
+def cmd_diff(args) -> int:
+    from .diff import diff_runs, render
+
+    d = diff_runs(_run_dir(args.results_dir, args.run_a), _run_dir(args.results_dir, args.run_b))
+    sys.stdout.write(render(d, args.format))
+    return 1 if d.undeclared_regressions else 0
+
+
+def cmd_plots(args) -> int:
+    from .plots import write_plots
+
+    for path in write_plots(_run_dir(args.results_dir, args.run)):
+        print(f"wrote {path}")
     return 0
 
 
@@ -59,11 +97,27 @@ def main(argv=None) -> int:
     p.add_argument("paths", nargs="*", help="spec files or folders (default: model_specs/)")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("report", help="compatibility table of a run (the newest by default)")
-    p.add_argument("run", nargs="?", help="run folder or run id")
+    p.add_argument("runs", nargs="*", help="run folder(s) or run id(s); several need --pivot")
+    p.add_argument("--pivot", choices=("transformers", "peft", "torch", "device", "dtype"),
+                   help="one table across runs, a row per model and value of this")
     p.add_argument("--format", choices=("md", "html"), default="md")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--results-dir", default="results")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("runs", help="list stored runs")
+    p.add_argument("--results-dir", default="results")
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("diff", help="regressions, fixes, new and vanished cells from RUN_A to RUN_B; exit 1 on "
+                                    "any regression not declared as an expected failure")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--format", choices=("text", "md"), default="text")
+    p.add_argument("--results-dir", default="results")
+    p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("plots", help="heatmap and training-curve PNGs next to a run (needs matplotlib)")
+    p.add_argument("run", nargs="?")
+    p.add_argument("--results-dir", default="results")
+    p.set_defaults(func=cmd_plots)
     args = parser.parse_args(argv)
     return args.func(args)
 

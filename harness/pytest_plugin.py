@@ -124,6 +124,21 @@ def pytest_sessionfinish(session, exitstatus):
         meta["finished_at"] = results.now()
         meta["exit_status"] = int(exitstatus)
         results.write_run_meta(config._pc_run_dir, meta)
+        _write_plots(config._pc_run_dir)
+
+
+def _write_plots(run_dir) -> None:
+    """Pictures next to the run when matplotlib is installed; a plotting problem never fails a run."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    from .plots import write_plots
+
+    try:
+        write_plots(run_dir)
+    except Exception as e:  # noqa: BLE001
+        print(f"prefix-compat: could not draw plots for {run_dir}: {e}")
 
 
 def _collecting_matrix(config) -> bool:

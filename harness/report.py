@@ -20,37 +20,34 @@ MISSING = "-"
 
 
 def run_summary(run_dir: Path, df: pd.DataFrame | None = None) -> dict:
+    """Environment and completeness of a run, from its rows and run.json."""
     meta = results.read_run_meta(run_dir)
     df = results.read_run(run_dir) if df is None else df
-    first = df.iloc[0] if len(df) else None
+    first = df.iloc[0].to_dict() if len(df) else {}
     versions = meta.get("versions") or {}
 
-    def pick(col, key):
-        return str(first[col]) if first is not None else versions.get(key, "?")
+    def get(col, fallback):
+        value = first.get(col)
+        return str(value) if value is not None and value == value else str(fallback)
 
     expected = meta.get("expected_cells")
-    complete = expected is not None and len(df) >= expected and meta.get("finished_at") is not None
-    counts = df["status"].value_counts().to_dict() if len(df) else {}
     return {
-        "run_id": meta.get("run_id", Path(run_dir).name), "date": meta.get("started_at") or (pick("started_at", "")),
-        "torch": pick("torch_version", "torch"), "transformers": pick("transformers_version", "transformers"),
-        "peft": pick("peft_version", "peft"), "device": pick("device", "device") if first is not None else meta.get("device", "?"),
-        "dtype": pick("dtype", "dtype") if first is not None else meta.get("dtype", "?"),
-        "commit": pick("git_commit", "") if first is not None else meta.get("git_commit", "?"),
-        "rows": len(df), "expected": expected, "complete": complete, "counts": counts,
+        "run_id": meta.get("run_id", Path(run_dir).name),
+        "date": meta.get("started_at") or get("started_at", "?"),
+        "torch": get("torch_version", versions.get("torch", "?")),
+        "transformers": get("transformers_version", versions.get("transformers", "?")),
+        "peft": get("peft_version", versions.get("peft", "?")),
+        "device": get("device", meta.get("device", "?")), "dtype": get("dtype", meta.get("dtype", "?")),
+        "commit": get("git_commit", meta.get("git_commit", "?")),
+        "rows": len(df), "expected": expected,
+        "complete": expected is not None and len(df) >= expected and meta.get("finished_at") is not None,
+        "counts": df["status"].value_counts().to_dict() if len(df) else {},
     }
 
 
 def _columns(df: pd.DataFrame) -> list[tuple[str, str]]:
     present = set(zip(df["adapter"], df["check"]))
     return [(a, c) for a in names.ADAPTERS for c in names.CHECKS if (a, c) in present]
-
-
-def _rows(df: pd.DataFrame) -> pd.DataFrame:
-    keys = ["model", "code_source"]
-    info = df.groupby(keys, sort=False).agg(family=("family", "first"), kv_layout=("kv_layout", "first"),
-                                             concat_dim=("concat_dim", "first")).reset_index()
-    return info.sort_values(keys, kind="stable").reset_index(drop=True)
 
 
 class _Footnotes:
@@ -61,7 +58,7 @@ class _Footnotes:
         return self.notes.setdefault(text, len(self.notes) + 1)
 
 
-def _cell(row: pd.Series | None, notes: _Footnotes) -> tuple[str, int | None]:
+def _cell(row: dict | None, notes: _Footnotes) -> tuple[str, int | None]:
     if row is None:
         return MISSING, None
     status = row["status"]
@@ -83,22 +80,34 @@ def _first_line(text) -> str:
     return ""
 
 
-def table(run_dir: Path, fmt: str = "md") -> str:
-    run_dir = Path(run_dir)
-    df = results.read_run(run_dir)
-    s = run_summary(run_dir, df)
+PIVOTS = {"transformers": "transformers_version", "peft": "peft_version", "torch": "torch_version",
+          "device": "device", "dtype": "dtype"}
+
+
+def table(run_dirs, fmt: str = "md", pivot: str | None = None) -> str:
+    """The table of one run, or with ``pivot`` (e.g. ``transformers``) one table across several
+    runs with a row per (model, pivot value): a cell per (model, adapter, check, version)."""
+    run_dirs = [Path(p) for p in (run_dirs if isinstance(run_dirs, (list, tuple)) else [run_dirs])]
+    frames = [results.read_run(p) for p in run_dirs]
+    summaries = [run_summary(p, df) for p, df in zip(run_dirs, frames)]
+    df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=results.COLUMNS)
+    pivot_col = PIVOTS[pivot] if pivot else None
+    df["_pivot"] = df[pivot_col].astype(str) if pivot_col else ""
     cols = _columns(df)
-    rows = _rows(df) if len(df) else pd.DataFrame(columns=["model", "code_source", "family", "kv_layout", "concat_dim"])
-    index = {(r.model, r.code_source, r.adapter, r.check): r for r in df.itertuples(index=False)}
+    keys = ["model", "code_source", "_pivot"]
+    rows = (df.groupby(keys, sort=False).agg(family=("family", "first"), kv_layout=("kv_layout", "first"),
+                                             concat_dim=("concat_dim", "first")).reset_index()
+            .sort_values(keys, kind="stable") if len(df) else pd.DataFrame(columns=keys))
+    index = {(r["model"], r["code_source"], r["_pivot"], r["adapter"], r["check"]): r for r in df.to_dict("records")}
     notes = _Footnotes()
     body = []
-    for r in rows.itertuples(index=False):
-        cells = []
-        for adapter, check in cols:
-            hit = index.get((r.model, r.code_source, adapter, check))
-            cells.append(_cell(pd.Series(hit._asdict()) if hit is not None else None, notes))
-        body.append(([r.model, r.family, r.code_source, r.kv_layout, str(r.concat_dim)], cells))
-    return (_markdown if fmt == "md" else _html)(s, cols, body, notes)
+    for r in rows.to_dict("records"):
+        cells = [_cell(index.get((r["model"], r["code_source"], r["_pivot"], a, c)), notes) for a, c in cols]
+        info = [r["model"]] + ([r["_pivot"]] if pivot else []) + [r["family"], r["code_source"], r["kv_layout"],
+                                                                    str(r["concat_dim"])]
+        body.append((info, cells))
+    info_head = ["model"] + ([pivot] if pivot else []) + ["family", "code", "KV layout", "concat dim"]
+    return (_markdown if fmt == "md" else _html)(summaries, info_head, cols, body, notes)
 
 
 def _env_line(s: dict) -> str:
@@ -109,9 +118,10 @@ def _env_line(s: dict) -> str:
             f"{state}; {s['rows']} cells: {counts}")
 
 
-def _markdown(s, cols, body, notes) -> str:
-    head = ["model", "family", "code", "KV layout", "concat dim"] + [f"{a}<br>{c}" for a, c in cols]
-    lines = [f"_{_env_line(s)}_", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def _markdown(summaries, info_head, cols, body, notes) -> str:
+    head = info_head + [f"{a}<br>{c}" for a, c in cols]
+    lines = [f"_{_env_line(s)}_  " for s in summaries]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for info, cells in body:
         texts = [t if n is None else f"{t} [{n}]" for t, n in cells]
         lines.append("| " + " | ".join(info + texts) + " |")
@@ -121,14 +131,14 @@ def _markdown(s, cols, body, notes) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(s, cols, body, notes) -> str:
+def _html(summaries, info_head, cols, body, notes) -> str:
     esc = html.escape
     colors = {"pass": "#c8f7c5", "FAIL": "#f7c5c5", "ERROR": "#f7d9c5", "expected-fail": "#eeeeee",
               "XPASS": "#f7f0c5", "skipped": "#ffffff", MISSING: "#ffffff"}
     out = ["<!doctype html><meta charset='utf-8'><title>prefix-compat</title>",
            "<style>td,th{border:1px solid #999;padding:2px 6px;font:13px sans-serif}table{border-collapse:collapse}</style>",
-           f"<p>{esc(_env_line(s))}</p><table><tr>"]
-    out += [f"<th>{esc(h)}</th>" for h in ("model", "family", "code", "KV layout", "concat dim")]
+           "".join(f"<p>{esc(_env_line(s))}</p>" for s in summaries) + "<table><tr>"]
+    out += [f"<th>{esc(h)}</th>" for h in info_head]
     out += [f"<th>{esc(a)}<br>{esc(c)}</th>" for a, c in cols] + ["</tr>"]
     for info, cells in body:
         out.append("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in info))
