@@ -249,8 +249,8 @@ def _writer(config) -> results.PartWriter:
 def _status(report, call) -> str | None:
     xfailed = hasattr(report, "wasxfail")
     if report.when == "setup":
-        if report.skipped and not xfailed:
-            return "skip"
+        if report.skipped:  # a skip mark, or an expected failure that already failed in set-up
+            return "xfail" if xfailed else "skip"
         if report.failed:
             return "error"
         return None

@@ -50,8 +50,19 @@ def build_remote_model(spec):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing is fetched
     import transformers
 
+    import torch
+
     config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=True, local_files_only=True)
     for key, value in {**spec.build.config, **spec.remote.config}.items():
+        # YAML cannot spell a dtype: "torch.float32" (or a torch_dtype name) becomes one
+        if isinstance(value, str) and (value.startswith("torch.") or key == "torch_dtype"):
+            value = getattr(torch, value.removeprefix("torch."))
         setattr(config, key, value)
     auto = getattr(transformers, spec.remote.auto_class)
-    return auto.from_config(config, trust_remote_code=True)
+    model = auto.from_config(config, trust_remote_code=True)
+    if spec.remote.weights == "reference":
+        from .models import build_model
+
+        reference = build_model(spec, spec.build.code_source)
+        model.float().load_state_dict(reference.state_dict(), strict=True)
+    return model

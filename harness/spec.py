@@ -94,6 +94,9 @@ class RemoteSpec:
     transformers: SpecifierSet | None = None
     config: dict = field(default_factory=dict)  # overrides applied to the real config.json
     mirror: str | None = None  # a public copy where `revision` can be read when the hub one cannot
+    # "own": the remote code's initialisation; "reference": load our reference model's weights (same
+    # names), for code that leaves weights uninitialised (ChatGLM's skip_init) and for like-for-like rows
+    weights: str = "own"
 
 
 @dataclass(frozen=True)
@@ -316,6 +319,8 @@ def load_spec(path: str | Path) -> ModelSpec:
         kv=kv, cache=cache_spec, conventions=conventions, inputs=inputs, fixes=fixes,
         num_virtual_tokens=nvt[0], variants=variants, expected_failures=expected,
     )
+    if remote is not None and remote.weights == "reference" and build.code_source != "reference":
+        r.fail("remote.weights", "'reference' needs a reference model in build", "use weights: own")
     _check_against_config(r, spec)
     return spec
 
@@ -347,7 +352,7 @@ def _read_build(r: _Reader, data) -> BuildSpec:
 
 def _read_remote(r: _Reader, data) -> RemoteSpec:
     m = r.mapping(data, "remote", {"repo": True, "revision": True, "mirror": False, "auto_class": False,
-                                   "transformers": False, "config": False})
+                                   "transformers": False, "config": False, "weights": False})
     repo = r.string(m["repo"], "remote.repo")
     if repo.count("/") != 1:
         r.fail("remote.repo", f"{repo!r} is not a hub repository id", "write owner/name, e.g. Qwen/Qwen-7B")
@@ -360,7 +365,8 @@ def _read_remote(r: _Reader, data) -> RemoteSpec:
     if not isinstance(overrides, dict):
         r.fail("remote.config", "expected a mapping", "write config overrides as key: value")
     mirror = r.string(m["mirror"], "remote.mirror") if m.get("mirror") else None
-    return RemoteSpec(repo, revision, auto_class, tf, dict(overrides), mirror)
+    weights = r.string(m.get("weights", "own"), "remote.weights", ("own", "reference"))
+    return RemoteSpec(repo, revision, auto_class, tf, dict(overrides), mirror, weights)
 
 
 def _read_kv(r: _Reader, data) -> KVSpec:

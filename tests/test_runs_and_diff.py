@@ -1,0 +1,111 @@
+"""Real runs of the matrix (tiny LLaMA, a few cells) compared with each other: the exact
+regressions, fixes, new and vanished cells, declared expected failures, and the tables."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import results
+from harness.cli import main
+from harness.diff import diff_runs
+from harness.report import table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _spec_dir(tmp: Path, name: str, broken: bool, declare: bool = False) -> Path:
+    spec = yaml.safe_load((ROOT / "model_specs" / "llama.yaml").read_text())
+    if broken:  # a wrong layout: the model rejects the prefix
+        spec["kv"]["layout"] = ["b", "s", "h", "d"]
+    spec["expected_failures"] = [{"adapter": "harness", "check": "accepts", "transformers": ">=0",
+                                  "reason": "declared for the test"}] if declare else []
+    folder = tmp / name
+    folder.mkdir()
+    (folder / "llama.yaml").write_text(yaml.safe_dump(spec))
+    return folder
+
+
+def _run(tmp: Path, run_id: str, specs: Path, checks: str) -> Path:
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "harness"),
+           "--specs", str(specs), "--models", "llama", "--adapters", "harness", "--checks", checks,
+           "--results-dir", str(tmp / "results"), "--run-id", run_id, "--steps", "2"]
+    subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    return results.runs_root(tmp / "results") / run_id
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    a = _run(tmp, "a-broken", _spec_dir(tmp, "broken", True), "accepts,equivalence")
+    b = _run(tmp, "b-good", _spec_dir(tmp, "good", False), "accepts,gradients")
+    c = _run(tmp, "c-declared", _spec_dir(tmp, "declared", True, declare=True), "accepts")
+    return {"a": a, "b": b, "c": c, "root": tmp / "results"}
+
+
+def cells(changes):
+    return sorted((c.cell, c.before, c.after) for c in changes)
+
+
+def test_rows_of_each_run(runs):
+    a = results.read_run(runs["a"]).set_index("check")
+    assert sorted(a.index) == ["accepts", "equivalence"]
+    assert set(a["status"]) == {"error"}
+    assert "Sizes of tensors" in a.loc["accepts", "message"] or "size" in a.loc["accepts", "message"].lower()
+    b = results.read_run(runs["b"]).set_index("check")
+    assert list(b["status"]) == ["pass", "pass"]
+    assert b.loc["accepts", "threshold"] == 1.0 and b.loc["gradients", "metric"] == 0.0
+    assert set(b["transformers_version"]) == {results.library_versions()["transformers"]}
+
+
+def test_regressions_new_and_vanished(runs):
+    d = diff_runs(runs["b"], runs["a"])
+    assert cells(d.regressions) == [("llama-harness-accepts", "pass", "error")]
+    assert cells(d.undeclared_regressions) == [("llama-harness-accepts", "pass", "error")]
+    assert cells(d.new) == [("llama-harness-equivalence", None, "error")]
+    assert cells(d.vanished) == [("llama-harness-gradients", "pass", None)]
+    assert d.fixes == [] and d.changed == []
+
+
+def test_fixes(runs):
+    d = diff_runs(runs["a"], runs["b"])
+    assert cells(d.fixes) == [("llama-harness-accepts", "error", "pass")]
+    assert d.regressions == []
+
+
+def test_declared_regression_does_not_fail_the_gate(runs, capsys):
+    d = diff_runs(runs["b"], runs["c"])
+    assert cells(d.regressions) == [("llama-harness-accepts", "pass", "xfail")]
+    assert d.regressions[0].declared == "declared for the test"
+    assert d.undeclared_regressions == []
+    assert main(["diff", str(runs["b"]), str(runs["c"])]) == 0
+    assert main(["diff", str(runs["b"]), str(runs["a"]), "--format", "md"]) == 1
+    out = capsys.readouterr().out
+    assert "`llama-harness-accepts`: pass -> error" in out and "1 undeclared regression" in out
+
+
+def test_runs_listing_and_tables(runs, capsys):
+    assert main(["runs", "--results-dir", str(runs["root"])]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in listing[1:]] == ["a-broken", "b-good", "c-declared"]
+    assert "complete" in listing[2]
+    md = table(runs["b"])
+    assert "| llama | llama | transformers | [b, h, s, d] | 2 | pass | pass |" in md
+    assert "complete" in md.splitlines()[0]
+    html = table(runs["a"], "html")
+    assert "ERROR" in html and "<table>" in html
+    pivot = table([runs["a"], runs["b"]], pivot="transformers")
+    rows = [ln for ln in pivot.splitlines() if ln.startswith("| llama |")]
+    assert len(rows) == 1 and rows[0].startswith(f"| llama | {results.library_versions()['transformers']} |")
+
+
+def test_a_run_missing_a_part_is_partial(runs, tmp_path):
+    import shutil
+
+    copy = tmp_path / "partial"
+    shutil.copytree(runs["b"], copy)
+    meta = results.read_run_meta(copy)
+    meta["expected_cells"] = 3
+    results.write_run_meta(copy, meta)
+    assert "PARTIAL (2 of 3 cells)" in table(copy)
