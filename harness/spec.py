@@ -182,7 +182,9 @@ class _Reader:
     def mapping(self, data, field_: str, allowed: dict[str, bool]) -> dict:
         """Check a mapping's keys: ``allowed`` maps key -> required."""
         if not isinstance(data, dict):
-            self.fail(field_, f"expected a mapping, got {type(data).__name__}", f"write {field_} as 'key: value' lines")
+            where = field_ or "(top level)"
+            self.fail(where, f"expected a mapping, got {type(data).__name__}",
+                      f"write {field_ or 'the file'} as 'key: value' lines")
         for key in data:
             if key not in allowed:
                 near = difflib.get_close_matches(str(key), allowed, n=1)
@@ -217,10 +219,19 @@ class _Reader:
 
     def exprs(self, data, field_) -> tuple[ConfigExpr, ...]:
         items = data if isinstance(data, list) else [data]
+        if not items:
+            self.fail(field_, "an empty list", "give a number or a config attribute")
         try:
             return tuple(ConfigExpr.parse(x) for x in items)
         except ExprError as e:
             self.fail(field_, str(e), "name config attributes, e.g. [num_key_value_heads, num_attention_heads]")
+
+    def expr(self, data, field_) -> ConfigExpr:
+        """Exactly one expression (a number or one attribute)."""
+        items = self.exprs(data, field_)
+        if len(items) != 1:
+            self.fail(field_, f"expected one value, got {len(items)}", "write a number or one config attribute")
+        return items[0]
 
     def specifier(self, data, field_) -> SpecifierSet:
         try:
@@ -238,9 +249,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_mapping(loader, node, deep=False):
+    loader.flatten_mapping(node)  # resolve YAML merge keys (<<) first; they are not duplicates
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool, type(None))):
+            raise yaml.constructor.ConstructorError(None, None, f"a key must be a plain word, got {key!r}",
+                                                    key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -271,6 +286,8 @@ def load_spec(path: str | Path) -> ModelSpec:
                "correct the YAML syntax at that line")
     except OSError as e:
         r.fail("(file)", f"cannot read: {e}", "check the path")
+    except UnicodeDecodeError as e:
+        r.fail("(file)", f"not UTF-8 text ({e.reason} at byte {e.start})", "save the file as UTF-8")
     if data is None:
         r.fail("(file)", "the file is empty", "copy an existing spec such as model_specs/llama.yaml and edit it")
 
@@ -305,9 +322,7 @@ def load_spec(path: str | Path) -> ModelSpec:
     fixes = _read_fixes(r, top.get("fixes") or [])
 
     matrix = r.mapping(top.get("matrix") or {}, "matrix", {"num_virtual_tokens": False})
-    nvt = r.exprs(matrix.get("num_virtual_tokens", 4), "matrix.num_virtual_tokens")
-    if len(nvt) != 1:
-        r.fail("matrix.num_virtual_tokens", "expected one value", "write a number or one config attribute")
+    nvt = (r.expr(matrix.get("num_virtual_tokens", 4), "matrix.num_virtual_tokens"),)
 
     variants = _read_variants(r, top.get("variants") or [], bool(fixes))
     variant_names = tuple(v.name for v in variants)
@@ -345,7 +360,11 @@ def _read_build(r: _Reader, data) -> BuildSpec:
             module, _, attr = value.partition(":")
             if not attr:
                 r.fail(fld, f"{value!r} does not say which module", "write module:Class, e.g. harness.reference.qwen:QWenConfig")
-            if importlib.util.find_spec(module) is None:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):  # a missing parent package
+                found = False
+            if not found:
                 r.fail(fld, f"module {module!r} not found", "name a module under harness.reference")
     return BuildSpec(source, model_class, config_class, dict(b["config"]), seed, tuple(checkpoints))
 
@@ -354,7 +373,7 @@ def _read_remote(r: _Reader, data) -> RemoteSpec:
     m = r.mapping(data, "remote", {"repo": True, "revision": True, "mirror": False, "auto_class": False,
                                    "transformers": False, "config": False, "weights": False})
     repo = r.string(m["repo"], "remote.repo")
-    if repo.count("/") != 1:
+    if repo.count("/") != 1 or not all(part.strip() for part in repo.split("/")):
         r.fail("remote.repo", f"{repo!r} is not a hub repository id", "write owner/name, e.g. Qwen/Qwen-7B")
     revision = str(m["revision"])
     if not _SHA_RE.match(revision):
@@ -397,7 +416,7 @@ def _read_kv(r: _Reader, data) -> KVSpec:
 
 def _read_inputs(r: _Reader, data) -> InputSpec:
     m = r.mapping(data, "inputs", {"vocab_limit": False, "insert_tokens": False, "insert_at": False})
-    limit = r.exprs(m["vocab_limit"], "inputs.vocab_limit")[0] if "vocab_limit" in m else None
+    limit = r.expr(m["vocab_limit"], "inputs.vocab_limit") if "vocab_limit" in m else None
     insert = r.exprs(m["insert_tokens"], "inputs.insert_tokens") if "insert_tokens" in m else ()
     at = m.get("insert_at", -1)
     if not isinstance(at, int) or isinstance(at, bool):
@@ -436,7 +455,7 @@ def _read_variants(r: _Reader, data, has_fixes: bool) -> tuple[Variant, ...]:
             r.fail(f"{fld}.apply_fixes", f"expected true or false, got {apply_fixes!r}", "write apply_fixes: false")
         if not apply_fixes and not has_fixes:
             r.fail(f"{fld}.apply_fixes", "the spec declares no fixes to leave off", "remove apply_fixes or declare fixes")
-        nvt = r.exprs(v["num_virtual_tokens"], f"{fld}.num_virtual_tokens")[0] if "num_virtual_tokens" in v else None
+        nvt = r.expr(v["num_virtual_tokens"], f"{fld}.num_virtual_tokens") if "num_virtual_tokens" in v else None
         adapters = r.names(v.get("adapters", list(names.ADAPTERS)), f"{fld}.adapters", names.ADAPTERS)
         out.append(Variant(name, str(v.get("description", "")), nvt, apply_fixes,
                            names.ADAPTERS if "*" in adapters else adapters))
@@ -464,21 +483,40 @@ def _read_expected(r: _Reader, data, variant_names) -> tuple[ExpectedFailure, ..
 
 
 def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
-    """Evaluate the kv size expressions on the tiny config: a wrong attribute is caught now."""
+    """Resolve the classes and evaluate every size expression on the tiny config, so a wrong
+    class or attribute is an error now, naming its field, not a crash in the middle of a run."""
+    from .expr import first_applicable
+    from .models import resolve_class
+
+    classes = {}
+    for fld, name in (("build.config_class", spec.build.config_class), ("build.class", spec.build.model_class)):
+        try:
+            classes[fld] = resolve_class(spec.build.code_source, name)
+        except (ImportError, AttributeError) as e:
+            r.fail(fld, f"{name!r} cannot be found ({e})",
+                   "name a class of transformers, or module:Class for a reference model")
     try:
-        config = build_config(spec)
-    except Exception as e:  # noqa: BLE001 - any failure here is the spec's build section
+        config = classes["build.config_class"](**spec.build.config)
+    except Exception as e:  # noqa: BLE001 - any failure here is the spec's build.config
         r.fail("build.config", f"{spec.build.config_class} rejected it: {type(e).__name__}: {e}",
                "use the config class's own attribute names and valid values")
-    from .expr import first_applicable
+
+    def positive(fld, candidates):
+        try:
+            value = first_applicable(candidates, config)
+        except (ExprError, ValueError, TypeError, ZeroDivisionError) as e:
+            r.fail(fld, f"cannot be read from the config: {e}", f"name integer attributes that {spec.build.config_class} has")
+        if value <= 0:
+            r.fail(fld, f"evaluates to {value}", "point it at a positive size")
 
     for fld in ("layers", "heads", "head_dim"):
-        try:
-            value = first_applicable(getattr(spec.kv, fld), config)
-        except ExprError as e:
-            r.fail(f"kv.{fld}", str(e), f"name attributes that {spec.build.config_class} has")
-        if value <= 0:
-            r.fail(f"kv.{fld}", f"evaluates to {value}", "point it at a positive size")
+        positive(f"kv.{fld}", getattr(spec.kv, fld))
+    positive("matrix.num_virtual_tokens", (spec.num_virtual_tokens,))
+    for i, v in enumerate(spec.variants[1:]):
+        if v.num_virtual_tokens is not None:
+            positive(f"variants[{i}].num_virtual_tokens", (v.num_virtual_tokens,))
+    if spec.inputs.vocab_limit is not None:
+        positive("inputs.vocab_limit", (spec.inputs.vocab_limit,))
     for i, tok in enumerate(spec.inputs.insert_tokens):
         if not tok.applies(config):
             r.fail(f"inputs.insert_tokens[{i}]", f"{tok} is not set in the config", "name a token id attribute of the config")
