@@ -17,6 +17,10 @@ from . import names, results
 CELL_TEXT = {"pass": "pass", "fail": "FAIL", "error": "ERROR", "xfail": "expected-fail", "xpass": "XPASS",
              "skip": "skipped"}
 MISSING = "-"
+LEGEND = ("Cells: `pass`, `FAIL` (measured and missed its bar), `ERROR` (raised), `expected-fail` (a failure the "
+          "spec declares, with its reason), `XPASS` (a declared failure that now passes), `skipped`, `-` (not in "
+          "the matrix). [n] points to a note. Adapters: `harness` (ours), `naive` (the textbook [b, h, s, d] "
+          "prefix), `peft` (PEFT's prefix tuning).")
 
 
 def run_summary(run_dir: Path, df: pd.DataFrame | None = None) -> dict:
@@ -120,8 +124,8 @@ def _env_line(s: dict) -> str:
 
 def _markdown(summaries, info_head, cols, body, notes) -> str:
     head = info_head + [f"{a}<br>{c}" for a, c in cols]
-    lines = [f"_{_env_line(s)}_  " for s in summaries]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["# Prefix tuning compatibility", ""] + [f"_{_env_line(s)}_  " for s in summaries]
+    lines += ["", LEGEND, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for info, cells in body:
         texts = [t if n is None else f"{t} [{n}]" for t, n in cells]
         lines.append("| " + " | ".join(info + texts) + " |")
