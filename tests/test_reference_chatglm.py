@@ -1,6 +1,6 @@
 """Behaviour of the ChatGLM-6B (v1) reference model, and (optionally) its agreement with the real code.
 
-The real remote code is compared only when PREFIX_COMPAT_CHATGLM_CODE_DIR names a local folder holding
+The real remote code is compared only when PREFIX_COMPAT_CODE_DIR_CHATGLM names a local folder holding
 it (config.json, configuration_chatglm.py, modeling_chatglm.py); no weights are needed.
 """
 
@@ -170,12 +170,12 @@ def test_prepare_inputs_for_generation_truncates_with_any_past():
 
 
 # ---------------------------------------------------------------------------------------------------
-CODE_DIR = os.environ.get("PREFIX_COMPAT_CHATGLM_CODE_DIR")
-
-
 def real_model(**over):
     from transformers import AutoConfig, AutoModel
-    cfg = AutoConfig.from_pretrained(CODE_DIR, trust_remote_code=True, **{**TINY, **over})
+
+    from remote_code import real_code_dir
+
+    cfg = AutoConfig.from_pretrained(real_code_dir("chatglm"), trust_remote_code=True, **{**TINY, **over})
     return AutoModel.from_config(cfg, trust_remote_code=True).float().eval()
 
 
@@ -183,7 +183,6 @@ def max_diff(a, b):
     return (a - b).abs().max().item()
 
 
-@pytest.mark.skipif(not CODE_DIR, reason="PREFIX_COMPAT_CHATGLM_CODE_DIR not set (folder with the real remote code)")
 @pytest.mark.parametrize("over", [{}, {"pre_seq_len": 3}, {"pre_seq_len": 3, "prefix_projection": True},
                                   {"position_encoding_2d": False}])
 def test_matches_real_remote_code(over):

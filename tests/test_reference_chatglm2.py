@@ -1,7 +1,7 @@
 """Behaviour of the ChatGLM2-6B / ChatGLM3-6B reference model, and (optionally) its agreement with the real code.
 
-The real remote code is compared only when PREFIX_COMPAT_CHATGLM2_CODE_DIR and/or
-PREFIX_COMPAT_CHATGLM3_CODE_DIR name a local folder holding it (config.json, configuration_chatglm.py,
+The real remote code is compared only when PREFIX_COMPAT_CODE_DIR_CHATGLM2 and/or
+PREFIX_COMPAT_CODE_DIR_CHATGLM3 name a local folder holding it (config.json, configuration_chatglm.py,
 modeling_chatglm.py; quantization.py is stubbed when absent); no weights are needed. The real code loads
 unpatched only under transformers 4.x: under 5.x a load failure skips the comparison.
 """
@@ -290,12 +290,14 @@ def test_rope_table_chatglm2_vs_chatglm3():
 
 # ---------------------------------------------------------------- 5. against the real remote code
 
-def _load_real(env, tmp_path, **over):
+def _load_real(name, tmp_path, **over):
     from transformers import AutoConfig, AutoModel
 
-    src = os.environ[env]
+    from remote_code import real_code_dir
+
+    src = real_code_dir(name)  # skips unless PREFIX_COMPAT_CODE_DIR_CHATGLM2 / _CHATGLM3 is set
     # a fresh copy per test: module name = folder name, and quantization.py (imported lazily) must exist
-    dst = tmp_path / f"real_{env.lower()}"
+    dst = tmp_path / f"real_{name}"
     shutil.copytree(src, dst, dirs_exist_ok=True)
     if not (dst / "quantization.py").exists():
         (dst / "quantization.py").write_text("def quantize(*args, **kwargs):\n    raise NotImplementedError\n")
@@ -314,13 +316,12 @@ def _maxdiff(a, b):
     return (a - b).abs().max().item()
 
 
-REAL = [pytest.param(env, marks=pytest.mark.skipif(not os.environ.get(env), reason=f"{env} not set"))
-        for env in ("PREFIX_COMPAT_CHATGLM2_CODE_DIR", "PREFIX_COMPAT_CHATGLM3_CODE_DIR")]
+REAL = ["chatglm2", "chatglm3"]
 
 
 @pytest.mark.parametrize("env", REAL)
 def test_matches_real_code(env, tmp_path):
-    glm3 = "CHATGLM3" in env
+    glm3 = env == "chatglm3"
     ours = make_model(rope_fp32_theta=glm3)
     real = _load_real(env, tmp_path)
     real.load_state_dict(ours.state_dict())
@@ -357,7 +358,7 @@ def test_matches_real_code(env, tmp_path):
 @pytest.mark.parametrize("env", REAL)
 def test_builtin_prefix_matches_real_code(env, projection, tmp_path):
     P = 3
-    ours = make_model(pre_seq_len=P, prefix_projection=projection, rope_fp32_theta="CHATGLM3" in env)
+    ours = make_model(pre_seq_len=P, prefix_projection=projection, rope_fp32_theta=env == "chatglm3")
     real = _load_real(env, tmp_path, pre_seq_len=P, prefix_projection=projection)
     real.load_state_dict(ours.state_dict())
     assert {n for n, p in real.named_parameters() if p.requires_grad} == \

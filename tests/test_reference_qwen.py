@@ -1,6 +1,6 @@
 """Behaviour of the Qwen (v1) reference model (harness/reference/qwen.py).
 
-The last test compares it with the real hub remote code; it runs only when PREFIX_COMPAT_QWEN_CODE_DIR
+The last test compares it with the real hub remote code; it runs only when PREFIX_COMPAT_CODE_DIR_QWEN
 names a local folder holding that code (config.json, configuration_qwen.py, modeling_qwen.py,
 qwen_generation_utils.py, cpp_kernels.py) and transformers < 5 (the real code needs patches under 5).
 """
@@ -157,15 +157,13 @@ def test_generate_equals_greedy_full_recompute():
 
 
 # --- comparison with the real remote code ------------------------------------------------------------
-CODE_DIR = os.environ.get("PREFIX_COMPAT_QWEN_CODE_DIR")
-
-
-@pytest.mark.skipif(not CODE_DIR, reason="PREFIX_COMPAT_QWEN_CODE_DIR not set")
-@pytest.mark.skipif(int(transformers.__version__.split(".")[0]) >= 5,
-                    reason="the real Qwen v1 code does not load under transformers 5 without patches")
 @torch.no_grad()
 def test_matches_real_remote_code():
     from transformers import AutoConfig, AutoModelForCausalLM
+
+    from remote_code import real_code_dir
+
+    CODE_DIR = real_code_dir("qwen")  # noqa: N806 - skips unless PREFIX_COMPAT_CODE_DIR_QWEN is set
 
     def pair(**over):
         ours = make(seed=3, **over)

@@ -320,7 +320,7 @@ def test_missing_file(tmp_path):
 # Each of these inputs once crashed the loader or loaded silently; each must be a SpecError naming the field.
 BUGS = [
     ("heads_non_numeric_attr", "llama", set_("kv.heads", "hidden_act"), "kv.heads"),  # ValueError: int('silu')
-    ("heads_dict_attr", "llama", set_("kv.heads", "rope_parameters"), "kv.heads"),  # TypeError: int(dict)
+    ("heads_dict_attr", "llama", set_("kv.heads", "id2label"), "kv.heads"),  # TypeError: int(dict)
     ("head_dim_divide_by_zero", "llama", set_("kv.head_dim", "hidden_size / 0"), "kv.head_dim"),  # ZeroDivisionError
     ("reference_class_missing_package", "qwen", set_("build.class", "nosuchpkg.qwen:QWenLMHeadModel"), "build.class"),
     ("vocab_limit_empty_list", "llama", set_("inputs", {"vocab_limit": []}), "inputs.vocab_limit"),  # IndexError
