@@ -55,11 +55,27 @@ def _columns(df: pd.DataFrame) -> list[tuple[str, str]]:
 
 
 class _Footnotes:
+    """Notes numbered by their reason; each keeps the distinct measurements it stands for."""
+
+    MAX_EXAMPLES = 2
+
     def __init__(self):
         self.notes: dict[str, int] = {}
+        self.examples: dict[str, list[str]] = {}
 
-    def ref(self, text: str) -> int:
-        return self.notes.setdefault(text, len(self.notes) + 1)
+    def ref(self, text: str, measured: str = "") -> int:
+        number = self.notes.setdefault(text, len(self.notes) + 1)
+        seen = self.examples.setdefault(text, [])
+        if measured and measured not in seen:
+            seen.append(measured)
+        return number
+
+    def items(self):
+        for text, number in self.notes.items():
+            seen = self.examples[text]
+            shown = "; ".join(seen[: self.MAX_EXAMPLES]) + (f" (+{len(seen) - self.MAX_EXAMPLES} more)"
+                                                               if len(seen) > self.MAX_EXAMPLES else "")
+            yield number, text + (f" Measured: {shown}" if shown else "")
 
 
 def _cell(row: dict | None, notes: _Footnotes) -> tuple[str, int | None]:
@@ -71,8 +87,9 @@ def _cell(row: dict | None, notes: _Footnotes) -> tuple[str, int | None]:
         return text, None
     reason = row["expected_failure"] if status in ("xfail", "xpass") and row["expected_failure"] else None
     first = _first_line(row["message"])
-    note = f"{reason} (measured: {first})" if reason and first else (reason or first or status)
-    return text, notes.ref(note)
+    if reason:
+        return text, notes.ref(reason.rstrip(".") + ".", first)
+    return text, notes.ref(first or status)
 
 
 def _first_line(text) -> str:
@@ -131,7 +148,7 @@ def _markdown(summaries, info_head, cols, body, notes) -> str:
         lines.append("| " + " | ".join(info + texts) + " |")
     if notes.notes:
         lines += ["", "Notes:", ""]
-        lines += [f"{n}. {text.replace('|', '/')}" for text, n in notes.notes.items()]
+        lines += [f"{n}. {text.replace('|', '/')}" for n, text in notes.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -150,5 +167,5 @@ def _html(summaries, info_head, cols, body, notes) -> str:
             sup = f"<sup>{n}</sup>" if n else ""
             out.append(f"<td style='background:{colors.get(text, '#fff')}'>{esc(text)}{sup}</td>")
         out.append("</tr>")
-    out.append("</table><ol>" + "".join(f"<li>{esc(t)}</li>" for t in notes.notes) + "</ol>\n")
+    out.append("</table><ol>" + "".join(f"<li>{esc(t)}</li>" for _, t in notes.items()) + "</ol>\n")
     return "".join(out)
