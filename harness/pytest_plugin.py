@@ -87,7 +87,8 @@ class _XdistHooks:
         if cell is None:
             return
         row = _base_row(config, cell, crashitem)
-        row.update(status="error", message=f"the worker crashed while running this cell: {report.longreprtext[:300]}",
+        died = next((ln for ln in report.longreprtext.splitlines() if "crashed" in ln), "the worker crashed")
+        row.update(status="error", message=f"the worker process died while running this cell ({died.strip()})",
                    finished_at=results.now(), worker="controller")
         writer = getattr(config, "_pc_crash_writer", None) or results.PartWriter(config._pc_run_dir, "controller")
         config._pc_crash_writer = writer

@@ -109,3 +109,22 @@ def test_a_run_missing_a_part_is_partial(runs, tmp_path):
     meta["expected_cells"] = 3
     results.write_run_meta(copy, meta)
     assert "PARTIAL (2 of 3 cells)" in table(copy)
+
+
+def test_a_cell_that_kills_its_worker_still_gets_its_row(tmp_path):
+    spec = yaml.safe_load((ROOT / "model_specs" / "llama.yaml").read_text())
+    spec["build"].update(code_source="reference", **{"class": "crash_model:CrashLM",
+                                                      "config_class": "crash_model:CrashConfig"})
+    spec["expected_failures"] = []
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "crashy.yaml").write_text(yaml.safe_dump(spec))
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "tests")}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "1", str(ROOT / "harness"),
+           "--specs", str(folder), "--models", "crashy", "--adapters", "harness", "--checks", "accepts",
+           "--results-dir", str(tmp_path / "results"), "--run-id", "crash"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode != 0
+    df = results.read_run(results.runs_root(tmp_path / "results") / "crash")
+    assert df[["model", "check", "status", "worker"]].values.tolist() == [["crashy", "accepts", "error", "controller"]]
+    assert "worker process died" in df["message"].iloc[0]
