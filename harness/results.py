@@ -103,7 +103,8 @@ class PartWriter:
 
     def __init__(self, run_dir: Path, worker: str):
         self.path = Path(run_dir) / f"part-{worker}.parquet"
-        self.rows: list[dict] = []
+        # A reused run id keeps what this part already holds (readers keep a cell's latest row).
+        self.rows: list[dict] = pq.read_table(self.path).to_pylist() if self.path.exists() else []
 
     def add(self, row: dict) -> None:
         self.rows.append(normalise_row(row))

@@ -62,3 +62,13 @@ def test_run_meta_round_trips_and_runs_are_listed_oldest_first(tmp_path):
     assert results.latest_run(tmp_path).name == "a"
     assert results.read_run_meta(results.latest_run(tmp_path))["started_at"] == "2026-01-03"
     assert not any(n.endswith(".tmp") for n in os.listdir(results.latest_run(tmp_path)))
+
+
+def test_a_reused_run_id_keeps_earlier_rows_and_readers_keep_the_latest_per_cell(tmp_path):
+    results.PartWriter(tmp_path, "gw0").add(row(check="accepts", status="fail", finished_at="2026-01-01T00:00:01"))
+    again = results.PartWriter(tmp_path, "gw0")  # a second session with the same run id
+    again.add(row(check="train", finished_at="2026-01-01T00:00:02"))
+    again.add(row(check="accepts", status="pass", finished_at="2026-01-01T00:00:03"))
+    assert len(pq.read_table(again.path)) == 3
+    df = results.read_run(tmp_path).set_index("check")
+    assert df.loc["accepts", "status"] == "pass" and len(df) == 2
