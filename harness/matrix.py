@@ -84,7 +84,7 @@ def remote_skip_reason(cell: Cell) -> str | None:
     if cell.code_source != "remote":
         return None
     if os.environ.get(TRUST_ENV) != "1":
-        return (f"remote code is opt-in: set {TRUST_ENV}=1 (runs the hub code of {cell.spec.remote.repo} "
+        return (f"remote code is opt-in: pass --trust-remote-code or set {TRUST_ENV}=1 (runs the hub code of {cell.spec.remote.repo} "
                 f"@ {cell.spec.remote.revision[:12]} from a local folder or the local HF cache)")
     from .remote import locate_code
 

@@ -11,7 +11,7 @@ import torch
 
 from . import checks, results
 from .bench import Bench, Settings
-from .matrix import Cell, build_cells, remote_skip_reason, select_specs
+from .matrix import TRUST_ENV, Cell, build_cells, remote_skip_reason, select_specs
 from .models import build_model
 from .spec import load_specs
 
@@ -32,6 +32,10 @@ def pytest_addoption(parser):
     g.addoption("--steps", type=int, default=60, help="training steps of the train check")
     g.addoption("--code-source", default="default", choices=("default", "remote", "all"),
                 help="default: transformers or our reference models; remote: real hub code (opt-in)")
+    g.addoption("--trust-remote-code", action="store_true",
+                help=f"allow running hub remote code (same as {TRUST_ENV}=1)")
+    g.addoption("--code-dir", action="append", default=[], metavar="SPEC=PATH",
+                help="a local folder with a spec's real remote code (same as PREFIX_COMPAT_CODE_DIR_<SPEC>)")
     g.addoption("--results-dir", default="results", help="where runs/<run_id>/ goes")
     g.addoption("--run-id", default=None, help="name of this run (default: timestamp + random)")
 
@@ -57,6 +61,7 @@ def _device(config) -> str:
 def pytest_configure(config):
     if not hasattr(config.option, "models"):
         return
+    _remote_options_to_environment(config)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: the controller named the run
         config._pc_run_id = workerinput["pc_run_id"]
@@ -73,6 +78,20 @@ def pytest_configure(config):
     config._pc_models = {}
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "prefix-compat-xdist")
+
+
+def _remote_options_to_environment(config) -> None:
+    """--trust-remote-code and --code-dir are the command-line spellings of the environment variables
+    the remote loader reads (workers inherit the environment)."""
+    from .remote import code_dir_variable
+
+    if config.option.trust_remote_code:
+        os.environ[TRUST_ENV] = "1"
+    for item in config.option.code_dir:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise pytest.UsageError(f"--code-dir {item!r}: write SPEC=PATH, e.g. --code-dir qwen=/models/Qwen-7B")
+        os.environ[code_dir_variable(name)] = path
 
 
 class _XdistHooks:

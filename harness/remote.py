@@ -12,8 +12,9 @@ import os
 from pathlib import Path
 
 
-def code_dir_variable(spec) -> str:
-    return "PREFIX_COMPAT_CODE_DIR_" + spec.name.upper().replace(".", "_").replace("-", "_")
+def code_dir_variable(spec_name: str) -> str:
+    """``qwen`` -> ``PREFIX_COMPAT_CODE_DIR_QWEN``."""
+    return "PREFIX_COMPAT_CODE_DIR_" + spec_name.upper().replace(".", "_").replace("-", "_")
 
 
 def locate_code(spec) -> tuple[Path | None, str | None]:
@@ -22,7 +23,7 @@ def locate_code(spec) -> tuple[Path | None, str | None]:
     from packaging.version import Version
 
     remote = spec.remote
-    var = code_dir_variable(spec)
+    var = code_dir_variable(spec.name)
     if remote.transformers is not None and Version(transformers.__version__) not in remote.transformers:
         return None, (f"{remote.repo} remote code loads under transformers{remote.transformers}; "
                       f"this is {transformers.__version__} (use the tox env 'old')")

@@ -13,7 +13,7 @@ from harness.spec import SPEC_DIR, load_spec
 
 def real_code_dir(spec_name: str) -> str:
     spec = load_spec(SPEC_DIR / f"{spec_name}.yaml")
-    var = code_dir_variable(spec)
+    var = code_dir_variable(spec_name)
     folder = os.environ.get(var)
     if not folder:
         pytest.skip(f"{var} not set (a local folder with the real {spec.remote.repo} code)")
