@@ -10,6 +10,11 @@ from .spec import SpecError, load_spec, spec_paths
 
 
 def cmd_validate(args) -> int:
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        for p in missing:
+            print(f"error: {p}: no such file or folder", file=sys.stderr)
+        return 2
     paths = spec_paths(args.paths or None)
     if not paths:
         print("no spec files found", file=sys.stderr)
@@ -46,7 +51,10 @@ def cmd_report(args) -> int:
     runs = [_run_dir(args.results_dir, r) for r in args.runs] if args.runs else [_run_dir(args.results_dir, None)]
     if len(runs) > 1 and not args.pivot:
         raise SystemExit("error: several runs make one table only with --pivot (e.g. --pivot transformers)")
-    text = table(runs, args.format, args.pivot)
+    try:
+        text = table(runs, args.format, args.pivot)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")
@@ -63,14 +71,14 @@ def cmd_runs(args) -> int:
         print(f"no runs under {results.runs_root(Path(args.results_dir))}")
         return 0
     print(f"{'run':<28} {'date':<25} {'torch':<8} {'transformers':<13} {'peft':<8} {'device':<6} "
-          f"{'pass':>4} {'fail':>4} {'error':>5} {'xfail':>5} {'skip':>4}  state")
+          f"{'pass':>4} {'fail':>4} {'error':>5} {'xfail':>5} {'xpass':>5} {'skip':>4}  state")
     for run in runs:
         s = run_summary(run)
         c = s["counts"]
         state = "complete" if s["complete"] else f"partial ({s['rows']}/{s['expected'] or '?'})"
         print(f"{s['run_id']:<28} {s['date']:<25} {s['torch']:<8} {s['transformers']:<13} {s['peft']:<8} "
               f"{s['device']:<6} {c.get('pass', 0):>4} {c.get('fail', 0):>4} {c.get('error', 0):>5} "
-              f"{c.get('xfail', 0):>5} {c.get('skip', 0):>4}  {state}")
+              f"{c.get('xfail', 0):>5} {c.get('xpass', 0):>5} {c.get('skip', 0):>4}  {state}")
     return 0
 
 
@@ -78,7 +86,9 @@ def cmd_diff(args) -> int:
     from .diff import diff_runs, render
 
     d = diff_runs(_run_dir(args.results_dir, args.run_a), _run_dir(args.results_dir, args.run_b))
-    sys.stdout.write(render(d, args.format))
+    sys.stdout.write(render(d, args.format, args.gate))
+    if args.gate:
+        return 1 if d.gate_failures() else 0
     return 1 if d.undeclared_regressions else 0
 
 
@@ -112,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--format", choices=("text", "md"), default="text")
+    p.add_argument("--gate", action="store_true", help="CI gate: also fail when a cell that passed in A is missing "
+                                                       "from B, or B is incomplete")
     p.add_argument("--results-dir", default="results")
     p.set_defaults(func=cmd_diff)
     p = sub.add_parser("plots", help="heatmap and training-curve PNGs next to a run (needs matplotlib)")

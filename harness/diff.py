@@ -16,6 +16,7 @@ from . import results
 from .report import run_summary
 
 KEY = ["model", "code_source", "adapter", "check"]
+WORKS = ("pass", "xpass")
 
 
 @dataclass
@@ -48,6 +49,16 @@ class RunDiff:
     def undeclared_regressions(self) -> list[Change]:
         return [c for c in self.regressions if not c.declared]
 
+    def gate_failures(self) -> list[str]:
+        """What fails a regression gate: undeclared regressions, cells that passed in A and are gone
+        from B (a dropped spec or an interrupted run: refresh the baseline if intended), and an
+        incomplete B."""
+        out = [f"{c.cell}: {c.before} -> {c.after}" for c in self.undeclared_regressions]
+        out += [f"{c.cell}: passed in A, missing from B" for c in self.vanished if c.before == "pass"]
+        if not self.b["complete"]:
+            out.append(f"run B ({self.b['run_id']}) is incomplete: {self.b['rows']} of {self.b['expected']} cells")
+        return out
+
 
 def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
     da, db = results.read_run(run_a), results.read_run(run_b)
@@ -66,7 +77,7 @@ def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
             out.vanished.append(change)
         elif before == "pass" and after != "pass":
             out.regressions.append(change)
-        elif before != "pass" and after == "pass":
+        elif before not in WORKS and after in WORKS:  # xpass: a declared failure that now passes
             out.fixes.append(change)
         elif before != after:
             out.changed.append(change)
@@ -79,7 +90,7 @@ def _first(text) -> str:
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), "")[:200]
 
 
-def render(d: RunDiff, fmt: str = "text") -> str:
+def render(d: RunDiff, fmt: str = "text", gate: bool = False) -> str:
     md = fmt == "md"
     lines = []
     versions = [("run", d.a["run_id"], d.b["run_id"]), ("date", d.a["date"], d.b["date"])]
@@ -107,6 +118,9 @@ def render(d: RunDiff, fmt: str = "text") -> str:
     verdict = (f"{bad} undeclared regression(s): FAIL" if bad else
                f"no undeclared regressions ({len(d.regressions)} declared in specs)")
     lines.append(f"**{verdict}**" if md else verdict)
+    if gate:
+        failures = d.gate_failures()
+        lines.append(("gate: FAIL\n" + "\n".join(f"  {f}" for f in failures)) if failures else "gate: ok")
     return "\n".join(lines) + "\n"
 
 

@@ -47,7 +47,7 @@ def write_plots(run_dir: Path) -> list[Path]:
     written.append(path)
 
     train = df[(df["check"] == "train") & df["details"].notna()]
-    for model, group in train.groupby("model"):
+    for (model, source), group in train.groupby(["model", "code_source"]):
         fig, ax = plt.subplots(figsize=(5, 3.2))
         drew = False
         for r in group.itertuples():
@@ -62,10 +62,10 @@ def write_plots(run_dir: Path) -> list[Path]:
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("held-out KL to the teacher")
-        ax.set_title(f"{model}: recover a planted prefix", fontsize=9)
+        ax.set_title(f"{model} ({source}): recover a planted prefix", fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        path = run_dir / f"loss-{model}.png"
+        path = run_dir / (f"loss-{model}.png" if source in ("transformers", "reference") else f"loss-{model}-{source}.png")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

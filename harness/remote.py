@@ -48,8 +48,7 @@ def build_remote_model(spec):
     path, why = locate_code(spec)
     if why:
         raise RuntimeError(why)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing is fetched
-    import transformers
+    import transformers  # every load below is local_files_only; the matrix also sets HF_HUB_OFFLINE=1
 
     import torch
 

@@ -35,6 +35,10 @@ def run_summary(run_dir: Path, df: pd.DataFrame | None = None) -> dict:
         return str(value) if value is not None and value == value else str(fallback)
 
     expected = meta.get("expected_cells")
+    wanted = set(meta.get("expected_cell_ids") or [])
+    have = {n.split("[", 1)[-1].rstrip("]") for n in df["nodeid"].dropna()} if len(df) else set()
+    complete = meta.get("finished_at") is not None and (wanted <= have if wanted else
+                                                        expected is not None and len(df) >= expected)
     return {
         "run_id": meta.get("run_id", Path(run_dir).name),
         "date": meta.get("started_at") or get("started_at", "?"),
@@ -44,7 +48,7 @@ def run_summary(run_dir: Path, df: pd.DataFrame | None = None) -> dict:
         "device": get("device", meta.get("device", "?")), "dtype": get("dtype", meta.get("dtype", "?")),
         "commit": get("git_commit", meta.get("git_commit", "?")),
         "rows": len(df), "expected": expected,
-        "complete": expected is not None and len(df) >= expected and meta.get("finished_at") is not None,
+        "complete": complete, "missing": sorted(wanted - have),
         "counts": df["status"].value_counts().to_dict() if len(df) else {},
     }
 
@@ -114,6 +118,11 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None) -> str:
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=results.COLUMNS)
     pivot_col = PIVOTS[pivot] if pivot else None
     df["_pivot"] = df[pivot_col].astype(str) if pivot_col else ""
+    if pivot_col:
+        owners = df.groupby("_pivot")["run_id"].nunique()
+        shared = owners[owners > 1]
+        if len(shared):
+            raise ValueError(f"several runs have {pivot} {', '.join(shared.index)}: pass one run per {pivot} value")
     cols = _columns(df)
     keys = ["model", "code_source", "_pivot"]
     rows = (df.groupby(keys, sort=False).agg(family=("family", "first"), kv_layout=("kv_layout", "first"),

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import socket
 import subprocess
 import tempfile
 from datetime import datetime, timezone
@@ -102,7 +103,9 @@ class PartWriter:
     """One worker's rows; every ``add`` rewrites the part file whole."""
 
     def __init__(self, run_dir: Path, worker: str):
-        self.path = Path(run_dir) / f"part-{worker}.parquet"
+        # The host is in the name so parts of one run from several machines can share a folder.
+        host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname()) or "host"
+        self.path = Path(run_dir) / f"part-{host}-{worker}.parquet"
         # A reused run id keeps what this part already holds (readers keep a cell's latest row).
         self.rows: list[dict] = pq.read_table(self.path).to_pylist() if self.path.exists() else []
 

@@ -495,6 +495,13 @@ def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
         except (ImportError, AttributeError) as e:
             r.fail(fld, f"{name!r} cannot be found ({e})",
                    "name a class of transformers, or module:Class for a reference model")
+    known = _config_keys(classes["build.config_class"])
+    for key in spec.build.config:
+        if known and key not in known:
+            near = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"see {spec.build.config_class}'s arguments"
+            r.fail(f"build.config.{key}", f"{spec.build.config_class} has no such setting (it would be kept as a "
+                   f"stray attribute and change nothing)", f"correct or remove it ({hint})")
     try:
         config = classes["build.config_class"](**spec.build.config)
     except Exception as e:  # noqa: BLE001 - any failure here is the spec's build.config
@@ -520,6 +527,21 @@ def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
     for i, tok in enumerate(spec.inputs.insert_tokens):
         if not tok.applies(config):
             r.fail(f"inputs.insert_tokens[{i}]", f"{tok} is not set in the config", "name a token id attribute of the config")
+
+
+def _config_keys(config_class) -> set[str]:
+    """Every setting a config class knows: its arguments, its defaults' keys, its aliases."""
+    import inspect
+
+    keys = {n for n, p in inspect.signature(config_class.__init__).parameters.items()
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"}
+    try:
+        keys |= set(config_class().to_dict())
+    except Exception:  # noqa: BLE001 - a class without usable defaults: its arguments must do
+        pass
+    keys |= set(getattr(config_class, "attribute_map", {}) or {})
+    keys |= {"torch_dtype", "dtype"}  # transformers 5 renamed torch_dtype to dtype; both are accepted
+    return keys
 
 
 def build_config(spec: ModelSpec):

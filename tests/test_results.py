@@ -37,7 +37,8 @@ def test_no_temp_files_are_left_and_a_failed_write_keeps_the_old_file(tmp_path, 
     with pytest.raises(OSError):
         w.add(row(check="train"))
     assert w.path.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["part-main.parquet"]
+    assert [p.name for p in tmp_path.iterdir()] == [w.path.name]
+    assert w.path.name.startswith("part-") and w.path.name.endswith("-main.parquet")  # part-<host>-<worker>
 
 
 def test_bad_status_is_refused(tmp_path):

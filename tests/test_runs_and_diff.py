@@ -90,14 +90,38 @@ def test_runs_listing_and_tables(runs, capsys):
     listing = capsys.readouterr().out.splitlines()
     assert [ln.split()[0] for ln in listing[1:]] == ["a-broken", "b-good", "c-declared"]
     assert "complete" in listing[2]
+    header, counts = listing[0].split(), {ln.split()[0]: ln.split() for ln in listing[1:]}
+    col = {name: header.index(name) for name in ("pass", "error", "xfail", "xpass")}
+    assert [counts["a-broken"][col[k]] for k in ("pass", "error", "xfail")] == ["0", "2", "0"]
+    assert [counts["b-good"][col[k]] for k in ("pass", "error", "xfail")] == ["2", "0", "0"]
+    assert [counts["c-declared"][col[k]] for k in ("pass", "error", "xfail")] == ["0", "0", "1"]
     md = table(runs["b"])
     assert "| llama | llama | transformers | [b, h, s, d] | 2 | pass | pass |" in md
     assert "; complete;" in md
     html = table(runs["a"], "html")
     assert "ERROR" in html and "<table>" in html
-    pivot = table([runs["a"], runs["b"]], pivot="transformers")
+    with pytest.raises(ValueError, match="one run per transformers value"):
+        table([runs["a"], runs["b"]], pivot="transformers")  # same version twice: cells would mix
+
+
+def test_pivot_puts_each_version_on_its_own_row(runs, tmp_path):
+    import pyarrow.parquet as pq
+
+    old = tmp_path / "old"
+    old.mkdir()
+    for part in runs["a"].glob("part-*.parquet"):
+        df = pq.read_table(part).to_pandas()
+        df["transformers_version"] = "4.37.2"
+        df["run_id"] = "a-old"
+        df.to_parquet(old / part.name)
+    results.write_run_meta(old, {**results.read_run_meta(runs["a"]), "run_id": "a-old"})
+    pivot = table([old, runs["b"]], pivot="transformers")
     rows = [ln for ln in pivot.splitlines() if ln.startswith("| llama |")]
-    assert len(rows) == 1 and rows[0].startswith(f"| llama | {results.library_versions()['transformers']} |")
+    now = results.library_versions()["transformers"]
+    assert [r.split(" | ")[1] for r in rows] == ["4.37.2", now]
+    # columns accepts, equivalence, gradients: the union of both runs' checks
+    assert rows[0].endswith("| ERROR [1] | ERROR [2] | - |")  # two different errors, two notes
+    assert rows[1].endswith("| pass | - | pass |")
 
 
 def test_a_run_missing_a_part_is_partial(runs, tmp_path):
@@ -107,8 +131,32 @@ def test_a_run_missing_a_part_is_partial(runs, tmp_path):
     shutil.copytree(runs["b"], copy)
     meta = results.read_run_meta(copy)
     meta["expected_cells"] = 3
+    meta["expected_cell_ids"] = meta["expected_cell_ids"] + ["llama-harness-train"]
     results.write_run_meta(copy, meta)
     assert "PARTIAL (2 of 3 cells)" in table(copy)
+    d = diff_runs(runs["b"], copy)
+    assert d.gate_failures() == ["run B (b-good) is incomplete: 2 of 3 cells"]
+
+
+def test_gate_fails_on_passing_cells_that_vanished(runs):
+    d = diff_runs(runs["b"], runs["c"])  # c lacks gradients, which passed in b
+    assert d.undeclared_regressions == []
+    assert d.gate_failures() == ["llama-harness-gradients: passed in A, missing from B"]
+    assert main(["diff", str(runs["b"]), str(runs["c"]), "--gate"]) == 1
+
+
+def test_an_expected_failure_that_now_passes_is_a_fix(runs, tmp_path):
+    import pyarrow.parquet as pq
+
+    xpassed = tmp_path / "xpassed"
+    xpassed.mkdir()
+    for part in runs["c"].glob("part-*.parquet"):
+        df = pq.read_table(part).to_pandas()
+        df["status"] = "xpass"
+        df.to_parquet(xpassed / part.name)
+    results.write_run_meta(xpassed, results.read_run_meta(runs["c"]))
+    d = diff_runs(runs["c"], xpassed)
+    assert cells(d.fixes) == [("llama-harness-accepts", "xfail", "xpass")]
 
 
 def test_a_cell_that_kills_its_worker_still_gets_its_row(tmp_path):

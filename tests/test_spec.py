@@ -195,6 +195,8 @@ CASES = [
      "build.config_class", ["not found"]),
     ("config_rejects_value", "llama", set_("build.config.torch_dtype", "not_a_dtype"), "build.config",
      ["LlamaConfig rejected it"]),
+    ("config_unknown_key", "llama", set_("build.config.num_key_value_head", 2), "build.config.num_key_value_head",
+     ["no such setting", "did you mean 'num_key_value_heads'?"]),
     ("config_not_mapping", "llama", set_("build.config", [64, 2]), "build.config", ["expected a mapping"]),
     ("config_empty", "llama", set_("build.config", {}), "build.config", ["expected a mapping"]),
     ("seed_string", "llama", set_("build.seed", "0"), "build.seed", ["expected an integer"]),

@@ -23,15 +23,17 @@ class PeftAttached:
         layers, _, h, p, dim = kv.shape
         if (cfg.num_layers, heads, d) != (layers, h, dim):
             raise ValueError(
-                f"PEFT sized its prefix as {cfg.num_layers} layers x {heads} heads x {d} dims, "
-                f"the model's K/V is {layers} x {h} x {dim}"
+                f"PEFT's prefix cannot hold this model's K/V, so no real-token prefix can be set: PEFT sized it "
+                f"{cfg.num_layers} layers x {heads} heads x {d} dims, the model caches {layers} x {h} x {dim}"
             )
         weight = self.model.prompt_encoder[self.model.active_adapter].embedding.weight
         with torch.no_grad():
             weight.copy_(kv.permute(3, 0, 1, 2, 4).reshape(p, -1).to(weight))
 
     def prefix_parameters(self):
-        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        """PEFT's prefix is its prompt encoder; everything else must stay frozen (the gradients
+        check looks at all the other parameters)."""
+        return {f"prompt_encoder.{n}": p for n, p in self.model.prompt_encoder.named_parameters()}
 
     def generate(self, input_ids, max_new_tokens):
         out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),

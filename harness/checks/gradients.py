@@ -16,8 +16,9 @@ def run(bench):
     prefix_ids = {id(p) for p in prefix.values()}
     missing = [n for n, p in prefix.items()
                if p.grad is None or not bool(torch.isfinite(p.grad).all()) or float(p.grad.abs().max()) == 0.0]
+    # A base parameter leaks when it would train (requires_grad) or got a gradient anyway.
     leaked = [n for n, p in attached.base.named_parameters()
-              if id(p) not in prefix_ids and p.grad is not None and float(p.grad.abs().max()) > 0.0]
+              if id(p) not in prefix_ids and (p.requires_grad or (p.grad is not None and float(p.grad.abs().max()) > 0))]
     bad = len(missing) + len(leaked) + (0 if prefix else 1)
     parts = [f"{len(prefix)} prefix parameter(s)"]
     if missing:

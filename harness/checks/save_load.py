@@ -19,5 +19,12 @@ def run(bench):
         reloaded = attached.reload(bench.fresh_model(), tmp)
     with torch.no_grad():
         after = reloaded.logits(ids, mask)
+        # Control: a different prefix must change the logits, or "identical after reload" proves nothing.
+        attached.plant(real_prefix_kv(bench.contract, attached.base, bench.prefix_tokens(), ids))
+        control = float((attached.logits(ids, mask) - before).abs().max())
     diff = float((before - after).abs().max()) if before.shape == after.shape else float("inf")
-    return Measurement(diff == 0.0, diff, 0.0, f"max |logits before - after reload| = {diff:.3g}")
+    passed = diff == 0.0 and control > 0.0
+    why = f"max |logits before - after reload| = {diff:.3g}; another prefix moves them by {control:.3g}"
+    if control == 0.0:
+        why += " (the prefix has no effect, so the reload proves nothing)"
+    return Measurement(passed, diff, 0.0, why, {"control": control})

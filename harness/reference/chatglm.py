@@ -53,7 +53,9 @@ class ChatGLMConfig(PretrainedConfig):
                  layernorm_epsilon=1e-5, use_cache=True, bos_token_id=130004, eos_token_id=130005,
                  mask_token_id=130000, gmask_token_id=130001, pad_token_id=3, max_sequence_length=2048,
                  inner_hidden_size=16384, position_encoding_2d=True, quantization_bit=0, pre_seq_len=None,
-                 prefix_projection=False, tie_word_embeddings=False, **kwargs):
+                 prefix_projection=False, tie_word_embeddings=False, initializer_range=0.02, **kwargs):
+        # initializer_range (ours): std of the random init; the real code leaves weights uninitialised
+        self.initializer_range = initializer_range
         self.vocab_size, self.hidden_size, self.num_layers = vocab_size, hidden_size, num_layers
         self.num_attention_heads, self.layernorm_epsilon = num_attention_heads, layernorm_epsilon
         self.inner_hidden_size, self.max_sequence_length = inner_hidden_size, max_sequence_length

@@ -48,7 +48,10 @@ class ChatGLMConfig(PretrainedConfig):
                  add_qkv_bias=False, bias_dropout_fusion=True, multi_query_attention=False,
                  multi_query_group_num=1, apply_query_key_layer_scaling=True, attention_softmax_in_fp32=True,
                  fp32_residual_connection=False, quantization_bit=0, pre_seq_len=None, prefix_projection=False,
-                 original_rope=True, rope_fp32_theta=False, use_cache=True, max_length=None, **kwargs):
+                 original_rope=True, rope_fp32_theta=False, use_cache=True, max_length=None,
+                 initializer_range=0.02, **kwargs):
+        # initializer_range (ours): std of the random init; the real code leaves weights uninitialised
+        self.initializer_range = initializer_range
         self.num_layers = num_layers
         self.vocab_size = padded_vocab_size
         self.padded_vocab_size = padded_vocab_size

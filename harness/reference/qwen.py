@@ -208,7 +208,7 @@ class QWenAttention(nn.Module):
         outputs = (attn_output, present)
         if output_attentions:
             if not self.use_cache_quantization:
-                raise ValueError("Cannot output attentions while using scaled_dot_product_attention")
+                raise ValueError("attention weights are not returned on the SDPA path (as in the real code)")
             outputs += (attn_weight,)
         return outputs
 
@@ -408,7 +408,8 @@ class QWenModel(QWenPreTrainedModel):
 class QWenLMHeadModel(QWenPreTrainedModel, GenerationMixin):
     def __init__(self, config):
         super().__init__(config)
-        assert config.bf16 + config.fp16 + config.fp32 <= 1, 'Only one of "bf16", "fp16", "fp32" can be true'
+        if config.bf16 + config.fp16 + config.fp32 > 1:
+            raise ValueError("at most one precision flag (bf16, fp16, fp32) may be set")
         if config.bf16 + config.fp16 + config.fp32 == 0:
             config.fp32 = True  # upstream picks bf16/fp16 when CUDA supports it; the reference stays fp32
         if config.use_flash_attn == "auto":
