@@ -19,7 +19,7 @@ def cmd_validate(args) -> int:
     if not paths:
         print("no spec files found", file=sys.stderr)
         return 2
-    bad = 0
+    bad, loaded = 0, []
     for path in paths:
         try:
             spec = load_spec(path)
@@ -28,7 +28,21 @@ def cmd_validate(args) -> int:
             print(f"error: {e}", file=sys.stderr)
             continue
         print(f"ok: {path} ({spec.family}, {spec.kv.layout}, concat dim {spec.kv.concat_dim})")
+        loaded.append(spec)
+    _warn_ambiguous_matches(loaded)
     return 2 if bad else 0
+
+
+def _warn_ambiguous_matches(specs) -> None:
+    """Specs whose match sections are the same: prefix_tune(model) takes the first by name."""
+    seen = {}
+    for spec in sorted(specs, key=lambda s: s.name):
+        key = (tuple(sorted(spec.match_model_types)), tuple(sorted(spec.match_config_has)))
+        if key in seen:
+            print(f"note: {spec.name} matches the same configs as {seen[key]}; prefix_tune(model) picks "
+                  f"{seen[key]} unless given spec='{spec.name}'", file=sys.stderr)
+        else:
+            seen[key] = spec.name
 
 
 def _run_dir(results_dir: str, given: str | None) -> Path:
