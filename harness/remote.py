@@ -32,7 +32,8 @@ def locate_code(spec) -> tuple[Path | None, str | None]:
         path = Path(folder)
         if not (path / "config.json").is_file():
             return None, f"{var}={folder} has no config.json: point it at a copy of {remote.repo}"
-        return path, None
+        why = _unpinned(path, remote)
+        return (None, why) if why else (path, None)
     try:
         from huggingface_hub import snapshot_download
 
@@ -42,6 +43,21 @@ def locate_code(spec) -> tuple[Path | None, str | None]:
     except Exception:  # noqa: BLE001 - any miss in the local cache means "not here"
         return None, (f"{remote.repo} @ {remote.revision[:12]} is not in the local HF cache; set {var} to a "
                       f"local folder with its code, or download it yourself at that revision")
+
+
+def _unpinned(path: Path, remote) -> str | None:
+    """Why the code in a folder is not the spec's pinned revision (None when it is)."""
+    import hashlib
+
+    for name, want in sorted(remote.sha256.items()):
+        file = path / name
+        if not file.is_file():
+            return f"{path} has no {name}: it is not the code of {remote.repo} @ {remote.revision[:12]}"
+        have = hashlib.sha256(file.read_bytes()).hexdigest()
+        if have != want:
+            return (f"{file} is not the pinned revision {remote.revision[:12]} of {remote.repo} "
+                    f"(sha256 {have[:12]}, want {want[:12]}); check out that revision")
+    return None
 
 
 def build_remote_model(spec):

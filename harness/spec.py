@@ -97,6 +97,8 @@ class RemoteSpec:
     # "own": the remote code's initialisation; "reference": load our reference model's weights (same
     # names), for code that leaves weights uninitialised (ChatGLM's skip_init) and for like-for-like rows
     weights: str = "own"
+    # sha256 of code files at `revision`: a local folder must hold exactly that code to count as pinned
+    sha256: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -371,7 +373,7 @@ def _read_build(r: _Reader, data) -> BuildSpec:
 
 def _read_remote(r: _Reader, data) -> RemoteSpec:
     m = r.mapping(data, "remote", {"repo": True, "revision": True, "mirror": False, "auto_class": False,
-                                   "transformers": False, "config": False, "weights": False})
+                                   "transformers": False, "config": False, "weights": False, "sha256": False})
     repo = r.string(m["repo"], "remote.repo")
     if repo.count("/") != 1 or not all(part.strip() for part in repo.split("/")):
         r.fail("remote.repo", f"{repo!r} is not a hub repository id", "write owner/name, e.g. Qwen/Qwen-7B")
@@ -385,7 +387,12 @@ def _read_remote(r: _Reader, data) -> RemoteSpec:
         r.fail("remote.config", "expected a mapping", "write config overrides as key: value")
     mirror = r.string(m["mirror"], "remote.mirror") if m.get("mirror") else None
     weights = r.string(m.get("weights", "own"), "remote.weights", ("own", "reference"))
-    return RemoteSpec(repo, revision, auto_class, tf, dict(overrides), mirror, weights)
+    hashes = m.get("sha256") or {}
+    if not isinstance(hashes, dict) or not all(isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)
+                                               for v in hashes.values()):
+        r.fail("remote.sha256", "expected file: <64-hex sha256> pairs",
+               "write e.g. {modeling_qwen.py: <sha256 of that file at the pinned revision>}")
+    return RemoteSpec(repo, revision, auto_class, tf, dict(overrides), mirror, weights, dict(hashes))
 
 
 def _read_kv(r: _Reader, data) -> KVSpec:

@@ -1,0 +1,44 @@
+"""The remote-code loader never runs code that is not the pinned revision, and says what to set."""
+import dataclasses
+import hashlib
+
+import pytest
+
+from harness.matrix import Cell, TRUST_ENV, remote_skip_reason
+from harness.remote import code_dir_variable, locate_code
+from harness.spec import SPEC_DIR, load_spec
+
+
+def spec_with_code(tmp_path, body: bytes):
+    spec = load_spec(SPEC_DIR / "qwen.yaml")
+    pinned = {"modeling_qwen.py": hashlib.sha256(b"the pinned code").hexdigest()}
+    spec = dataclasses.replace(spec, remote=dataclasses.replace(spec.remote, transformers=None, sha256=pinned))
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "modeling_qwen.py").write_bytes(body)
+    return spec
+
+
+def test_a_folder_with_the_pinned_code_is_used(tmp_path, monkeypatch):
+    spec = spec_with_code(tmp_path, b"the pinned code")
+    monkeypatch.setenv(code_dir_variable("qwen"), str(tmp_path))
+    assert locate_code(spec) == (tmp_path, None)
+
+
+def test_a_folder_with_other_code_is_refused_naming_the_file(tmp_path, monkeypatch):
+    spec = spec_with_code(tmp_path, b"some other revision")
+    monkeypatch.setenv(code_dir_variable("qwen"), str(tmp_path))
+    path, why = locate_code(spec)
+    assert path is None and "modeling_qwen.py is not the pinned revision ffe04dd57f85" in why
+
+
+def test_without_opt_in_remote_cells_say_what_to_set(monkeypatch):
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    spec = load_spec(SPEC_DIR / "qwen.yaml")
+    why = remote_skip_reason(Cell(spec, spec.variants[0], "harness", "accepts", "remote"))
+    assert "--trust-remote-code" in why and f"{TRUST_ENV}=1" in why and "Qwen/Qwen-7B" in why
+
+
+def test_code_dir_variable_names():
+    assert code_dir_variable("qwen1.5") == "PREFIX_COMPAT_CODE_DIR_QWEN1_5"
+    with pytest.raises(AttributeError):
+        code_dir_variable(None)
