@@ -1,4 +1,4 @@
-"""Reference model of THUDM ChatGLM2-6B / ChatGLM3-6B (`ChatGLMForConditionalGeneration` remote code).
+"""Reference model of ChatGLM2-6B / ChatGLM3-6B (`ChatGLMForConditionalGeneration` remote code).
 
 Written from the facts of the public remote code, not copied from it. What a KV-cache prefix sees:
   * cache: tuple over layers of `(k, v)`, each (S, B, G, D) sequence-first, keys stored after rotary,
