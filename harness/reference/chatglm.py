@@ -1,7 +1,7 @@
 """Reference ChatGLM-6B (v1): a small causal LM with the cache contract of the hub remote code.
 
-Written from the facts of the public remote code (`ChatGLMForConditionalGeneration`, hub repo
-the chatglm-6b hub repository), not copied from it. Module and parameter names/shapes are the real ones, so
+Written from the facts of the public remote code (`ChatGLMForConditionalGeneration` in the
+chatglm-6b hub repository), not copied from it. Module and parameter names/shapes are the real ones, so
 `real.load_state_dict(ours.state_dict())` works both ways. What matters to a KV-cache prefix:
 
 * cache: tuple over layers of `(k, v)` shaped `[s, b, h, d]`, new keys/values concatenated on
