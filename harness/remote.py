@@ -34,15 +34,34 @@ def locate_code(spec) -> tuple[Path | None, str | None]:
             return None, f"{var}={folder} has no config.json: point it at a copy of {remote.repo}"
         why = _unpinned(path, remote)
         return (None, why) if why else (path, None)
+    for path in _cached_snapshots(remote):
+        if _unpinned(path, remote) is None:
+            return path, None
+    return None, (f"{remote.repo} @ {remote.revision[:12]} is not in the local HF cache; set {var} to a "
+                  f"local folder with its code, or download it yourself at that revision")
+
+
+def _cached_snapshots(remote) -> list[Path]:
+    """Local HF-cache snapshots of the repo: the pinned revision first, then any other (the pin is
+    also checked by file hashes, since a mirror's commit id is not the hub's)."""
+    found = []
     try:
         from huggingface_hub import snapshot_download
 
-        path = Path(snapshot_download(remote.repo, revision=remote.revision, local_files_only=True,
-                                      allow_patterns=["*.py", "*.json"]))
-        return path, None
-    except Exception:  # noqa: BLE001 - any miss in the local cache means "not here"
-        return None, (f"{remote.repo} @ {remote.revision[:12]} is not in the local HF cache; set {var} to a "
-                      f"local folder with its code, or download it yourself at that revision")
+        found.append(Path(snapshot_download(remote.repo, revision=remote.revision, local_files_only=True,
+                                            allow_patterns=["*.py", "*.json"])))
+    except Exception:  # noqa: BLE001 - not cached at that revision
+        pass
+    if remote.sha256:
+        try:
+            from huggingface_hub import scan_cache_dir
+
+            for repo in scan_cache_dir().repos:
+                if repo.repo_id == remote.repo and repo.repo_type == "model":
+                    found.extend(Path(r.snapshot_path) for r in repo.revisions)
+        except Exception:  # noqa: BLE001 - no cache at all
+            pass
+    return found
 
 
 def _unpinned(path: Path, remote) -> str | None:

@@ -42,3 +42,24 @@ def test_code_dir_variable_names():
     assert code_dir_variable("qwen1.5") == "PREFIX_COMPAT_CODE_DIR_QWEN1_5"
     with pytest.raises(AttributeError):
         code_dir_variable(None)
+
+
+def test_a_cached_snapshot_with_the_pinned_files_is_found_whatever_its_commit_id(tmp_path, monkeypatch):
+    # a local HF cache laid out as huggingface_hub writes it, under a hub commit id we cannot know
+    spec = load_spec(SPEC_DIR / "qwen.yaml")
+    pinned = {"modeling_qwen.py": hashlib.sha256(b"the pinned code").hexdigest()}
+    spec = dataclasses.replace(spec, remote=dataclasses.replace(spec.remote, transformers=None, sha256=pinned))
+    repo = tmp_path / "hub" / "models--Qwen--Qwen-7B"
+    snap = repo / "snapshots" / ("a" * 40)
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    (snap / "config.json").write_text("{}")
+    (snap / "modeling_qwen.py").write_bytes(b"the pinned code")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv(code_dir_variable("qwen"), raising=False)
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    path, why = locate_code(spec)
+    assert why is None and path.name == "a" * 40
