@@ -46,17 +46,17 @@ def _cached_snapshots(remote) -> list[Path]:
     also checked by file hashes, since a mirror's commit id is not the hub's)."""
     found = []
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import constants, snapshot_download
 
         found.append(Path(snapshot_download(remote.repo, revision=remote.revision, local_files_only=True,
-                                            allow_patterns=["*.py", "*.json"])))
+                                            cache_dir=constants.HF_HUB_CACHE, allow_patterns=["*.py", "*.json"])))
     except Exception:  # noqa: BLE001 - not cached at that revision
         pass
     if remote.sha256:
         try:
-            from huggingface_hub import scan_cache_dir
+            from huggingface_hub import constants, scan_cache_dir
 
-            for repo in scan_cache_dir().repos:
+            for repo in scan_cache_dir(constants.HF_HUB_CACHE).repos:  # read now, not at import
                 if repo.repo_id == remote.repo and repo.repo_type == "model":
                     found.extend(Path(r.snapshot_path) for r in repo.revisions)
         except Exception:  # noqa: BLE001 - no cache at all
