@@ -68,7 +68,7 @@ def cmd_report(args) -> int:
     try:
         text = table(runs, args.format, args.pivot)
     except ValueError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from None
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from . import results
 from .report import run_summary
 
@@ -123,6 +121,3 @@ def render(d: RunDiff, fmt: str = "text", gate: bool = False) -> str:
         lines.append(("gate: FAIL\n" + "\n".join(f"  {f}" for f in failures)) if failures else "gate: ok")
     return "\n".join(lines) + "\n"
 
-
-def summary_counts(df: pd.DataFrame) -> dict[str, int]:
-    return {s: int((df["status"] == s).sum()) for s in results.STATUSES}

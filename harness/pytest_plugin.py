@@ -124,8 +124,6 @@ def pytest_sessionstart(session):
     config = session.config
     if not hasattr(config, "_pc_run_id") or not _is_controller(config):
         return
-    if not _collecting_matrix(config):
-        return
     cells = _cells(config)
     versions = _versions()
     # A reused run id adds to what the run covers: its earlier rows stay in its part files.
@@ -164,13 +162,6 @@ def _write_plots(run_dir) -> None:
         write_plots(run_dir)
     except Exception as e:  # noqa: BLE001
         print(f"prefix-compat: could not draw plots for {run_dir}: {e}")
-
-
-def _collecting_matrix(config) -> bool:
-    """Only runs that include the matrix file make a results run."""
-    args = [str(a) for a in config.args] or [str(p) for p in config.getini("testpaths")]
-    return any("harness" in Path(a.split("::")[0]).parts or a.split("::")[0].rstrip("/").endswith("harness") or
-               Path(a.split("::")[0]).name == "test_matrix.py" for a in args)
 
 
 # ----------------------------------------------------------------------------- parametrisation

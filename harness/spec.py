@@ -11,7 +11,6 @@ import importlib.util
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 from packaging.specifiers import InvalidSpecifier, SpecifierSet

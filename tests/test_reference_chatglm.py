@@ -4,7 +4,6 @@ The real remote code is compared only when PREFIX_COMPAT_CODE_DIR_CHATGLM names 
 it (config.json, configuration_chatglm.py, modeling_chatglm.py); no weights are needed.
 """
 
-import os
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ modeling_chatglm.py; quantization.py is stubbed when absent); no weights are nee
 unpatched only under transformers 4.x: under 5.x a load failure skips the comparison.
 """
 
-import os
 import shutil
 
 import pytest

@@ -4,7 +4,6 @@ The last test compares it with the real hub remote code; it runs only when PREFI
 names a local folder holding that code (config.json, configuration_qwen.py, modeling_qwen.py,
 qwen_generation_utils.py, cpp_kernels.py) and transformers < 5 (the real code needs patches under 5).
 """
-import os
 
 import pytest
 import torch

@@ -44,6 +44,20 @@ def runs(tmp_path_factory):
     return {"a": a, "b": b, "c": c, "root": tmp / "results"}
 
 
+def altered_copy(run: Path, dest: Path, meta=None, **columns) -> Path:
+    """A copy of a run with some columns overwritten in every row (another version, another status)."""
+    import pyarrow.parquet as pq
+
+    dest.mkdir()
+    for part in run.glob("part-*.parquet"):
+        df = pq.read_table(part).to_pandas()
+        for name, value in columns.items():
+            df[name] = value
+        df.to_parquet(dest / part.name)
+    results.write_run_meta(dest, {**results.read_run_meta(run), **(meta or {})})
+    return dest
+
+
 def cells(changes):
     return sorted((c.cell, c.before, c.after) for c in changes)
 
@@ -105,16 +119,7 @@ def test_runs_listing_and_tables(runs, capsys):
 
 
 def test_pivot_puts_each_version_on_its_own_row(runs, tmp_path):
-    import pyarrow.parquet as pq
-
-    old = tmp_path / "old"
-    old.mkdir()
-    for part in runs["a"].glob("part-*.parquet"):
-        df = pq.read_table(part).to_pandas()
-        df["transformers_version"] = "4.37.2"
-        df["run_id"] = "a-old"
-        df.to_parquet(old / part.name)
-    results.write_run_meta(old, {**results.read_run_meta(runs["a"]), "run_id": "a-old"})
+    old = altered_copy(runs["a"], tmp_path / "old", {"run_id": "a-old"}, transformers_version="4.37.2", run_id="a-old")
     pivot = table([old, runs["b"]], pivot="transformers")
     rows = [ln for ln in pivot.splitlines() if ln.startswith("| llama |")]
     now = results.library_versions()["transformers"]
@@ -146,15 +151,7 @@ def test_gate_fails_on_passing_cells_that_vanished(runs):
 
 
 def test_an_expected_failure_that_now_passes_is_a_fix(runs, tmp_path):
-    import pyarrow.parquet as pq
-
-    xpassed = tmp_path / "xpassed"
-    xpassed.mkdir()
-    for part in runs["c"].glob("part-*.parquet"):
-        df = pq.read_table(part).to_pandas()
-        df["status"] = "xpass"
-        df.to_parquet(xpassed / part.name)
-    results.write_run_meta(xpassed, results.read_run_meta(runs["c"]))
+    xpassed = altered_copy(runs["c"], tmp_path / "xpassed", status="xpass")
     d = diff_runs(runs["c"], xpassed)
     assert cells(d.fixes) == [("llama-harness-accepts", "xfail", "xpass")]
 
