@@ -25,6 +25,13 @@ class Measurement:
     threshold: float
     message: str
     details: dict = field(default_factory=dict)
+    # The check's control could not show that it can fail here (e.g. the prefix does not change the
+    # model's tokens on any input tried): the cell is ``inconclusive``, never a pass.
+    inconclusive: bool = False
+
+
+def inconclusive(message: str, details: dict | None = None) -> Measurement:
+    return Measurement(False, float("nan"), float("nan"), f"inconclusive: {message}", details or {}, True)
 
 
 @dataclass
@@ -36,7 +43,7 @@ class Settings:
 
 
 class Bench:
-    def __init__(self, cell, base_model, settings: Settings):
+    def __init__(self, cell, base_model, settings: Settings, attacher=None):
         self.cell, self.settings = cell, settings
         self.spec, self.variant = cell.spec, cell.variant
         self._base = base_model
@@ -45,8 +52,12 @@ class Bench:
         self.contract = CacheContract.for_model(base_model, self.spec)  # the truth, for the oracle
         nvt = self.variant.num_virtual_tokens or self.spec.num_virtual_tokens
         self.num_virtual_tokens = nvt.evaluate(self.config)
-        digest = hashlib.sha256(f"{settings.seed}:{cell.row}:{cell.check}".encode()).digest()
+        # Inputs depend on the run's seed and the check only, never on the spec's name: copies of a
+        # spec under other names get the same verdicts (and the checks' controls make verdicts
+        # hold across seeds; tests/test_verdicts_stable.py runs them over ten).
+        digest = hashlib.sha256(f"{settings.seed}:{cell.check}".encode()).digest()
         self.generator = torch.Generator().manual_seed(int.from_bytes(digest[:4], "little"))
+        self._attacher = attacher or adapters.attach  # tests swap in deliberately broken adapters
 
     @property
     def tolerance(self) -> float:
@@ -58,10 +69,10 @@ class Bench:
 
     def attach(self, model=None):
         model = model if model is not None else self.fresh_model()
-        return adapters.attach(self.cell.adapter, model, self.spec, self.variant, self.num_virtual_tokens)
+        return self._attacher(self.cell.adapter, model, self.spec, self.variant, self.num_virtual_tokens)
 
-    def inputs(self, batch: int, length: int, lengths=None):
-        return make_inputs(self.spec, self.config, batch, length, self.generator, self.device, lengths)
+    def inputs(self, batch: int, length: int, lengths=None, side: str = "right"):
+        return make_inputs(self.spec, self.config, batch, length, self.generator, self.device, lengths, side)
 
     def prefix_tokens(self) -> torch.Tensor:
         return random_tokens(self.spec, self.config, (self.num_virtual_tokens,), self.generator, self.device)

@@ -48,28 +48,37 @@ def model_continues(config, prefix_len, full_ids, full_mask, n_new):
 
 
 def explicit_offset(config, prefix_len, full_ids, full_mask, n_new):
-    """The model would restart at 0 behind a past (ChatGLM2/3: ``position_ids=None`` => 0..L-1), so
-    the harness passes the positions the tokens have in the virtual full sequence. (B, n_new)"""
-    b, t = full_ids.shape
-    pos = torch.arange(prefix_len + t, device=full_ids.device)[-n_new:]
-    return pos.unsqueeze(0).expand(b, -1).contiguous()
+    """The harness passes each token's position in the virtual full sequence, counted over real
+    tokens only: P + (real tokens before it). A left-padded row then gets the positions it would
+    have unpadded (what batched generation needs), and a model that would restart at 0 behind a
+    past (ChatGLM2/3: ``position_ids=None`` => 0..L-1) continues after the prefix. (B, n_new)"""
+    return _real_positions(prefix_len, full_mask)[:, -n_new:].contiguous()
 
 
 def glm_2d(config, prefix_len, full_ids, full_mask, n_new):
     """ChatGLM-6B's 2-D positions (B, 2, n_new): row 0 counts up to the context and then stays at
-    the [gMASK]/[MASK] position; row 1 (block positions) is 0 over the context and 1, 2, ... after."""
+    the [gMASK]/[MASK] position; row 1 (block positions) is 0 over the context and 1, 2, ... after.
+    Counted over real tokens, so left padding does not move them."""
     b, t = full_ids.shape
-    total = prefix_len + t
+    pos_all = _real_positions(prefix_len, full_mask)  # (B, P + T)
     rows = []
     for i in range(b):
         context = prefix_len + _first_index(full_ids[i], config.bos_token_id, "bos_token_id")
-        mask_pos = prefix_len + _mask_index(config, full_ids[i])
-        pos = torch.arange(total, device=full_ids.device)
-        pos[context:] = mask_pos
-        block = torch.zeros(total, dtype=torch.long, device=full_ids.device)
-        block[context:] = torch.arange(1, total - context + 1, device=full_ids.device)
+        mask_at = prefix_len + _mask_index(config, full_ids[i])
+        pos = pos_all[i].clone()
+        block = torch.zeros_like(pos)
+        block[context:] = pos[context:] - pos[context] + 1
+        pos[context:] = pos[mask_at]
         rows.append(torch.stack((pos, block)))
     return torch.stack(rows)[:, :, -n_new:]
+
+
+def _real_positions(prefix_len, full_mask) -> torch.Tensor:
+    """(B, P + T): position of every slot of [prefix; tokens], counting real tokens only (padding
+    slots repeat their neighbour's value; they are masked anyway)."""
+    b = full_mask.shape[0]
+    real = torch.cat((torch.ones(b, prefix_len, dtype=torch.long, device=full_mask.device), full_mask.long()), dim=1)
+    return (real.cumsum(1) - 1).clamp_min(0)
 
 
 POSITIONS = {"model_continues": model_continues, "explicit_offset": explicit_offset, "glm_2d": glm_2d}

@@ -5,6 +5,7 @@ A cell is one test with a readable id (``llama-harness-equivalence``, ``qwen-unf
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 
@@ -12,6 +13,10 @@ from . import names
 from .spec import DEFAULT_VARIANT, ModelSpec, Variant
 
 TRUST_ENV = "PREFIX_COMPAT_TRUST_REMOTE_CODE"
+
+
+class SelectionError(ValueError):
+    """A command-line selection that names nothing real (the plugin turns it into a usage error)."""
 
 
 @dataclass(frozen=True)
@@ -36,17 +41,32 @@ class Cell:
         return self.spec.expected_failure(self.adapter, self.check, self.variant.name, self.code_source, versions)
 
 
-def _split(value: str | None) -> list[str] | None:
+def split(value: str | None) -> list[str] | None:
     return [x.strip() for x in value.split(",") if x.strip()] if value else None
 
 
-def select_specs(specs: list[ModelSpec], models: str | None) -> list[ModelSpec]:
-    wanted = _split(models)
+def unknown_names(wanted: list[str], known, flag: str) -> str | None:
+    """A usage message for names not in ``known`` ("did you mean ..."), or None."""
+    known = sorted(set(known))
+    bad = [w for w in wanted if w not in known]
+    if not bad:
+        return None
+    hints = []
+    for w in bad:
+        near = difflib.get_close_matches(w, known, n=1)
+        hints.append(f"{w!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+    return f"{flag}: unknown {', '.join(hints)}; known: {', '.join(known)}"
+
+
+def select_specs(specs: list[ModelSpec], models: str | None, also_known=()) -> list[ModelSpec]:
+    """The specs named by ``--models`` (all when None). ``also_known``: names of spec files that did
+    not load; asking for one is not a usage error (its error row says what is wrong)."""
+    wanted = split(models)
     if not wanted:
         return specs
-    unknown = [w for w in wanted if w not in {s.name for s in specs}]
-    if unknown:
-        raise ValueError(f"--models: unknown spec(s) {unknown}; known: {', '.join(s.name for s in specs)}")
+    problem = unknown_names(wanted, [s.name for s in specs] + list(also_known), "--models")
+    if problem:
+        raise SelectionError(problem)
     return [s for s in specs if s.name in wanted]
 
 
@@ -61,12 +81,12 @@ def code_sources_for(spec: ModelSpec, which: str) -> list[str]:
 
 
 def build_cells(specs, adapters=None, checks=None, code_source: str = "default") -> list[Cell]:
-    adapters = _split(adapters) or list(names.ADAPTERS)
-    checks = _split(checks) or list(names.CHECKS)
+    adapters = split(adapters) or list(names.ADAPTERS)
+    checks = split(checks) or list(names.CHECKS)
     for value, allowed, flag in ((adapters, names.ADAPTERS, "--adapters"), (checks, names.CHECKS, "--checks")):
-        bad = [v for v in value if v not in allowed]
-        if bad:
-            raise ValueError(f"{flag}: unknown {bad}; choose from {', '.join(allowed)}")
+        problem = unknown_names(value, allowed, flag)
+        if problem:
+            raise SelectionError(problem)
     cells = []
     for spec in specs:
         for source in code_sources_for(spec, code_source):
@@ -80,13 +100,17 @@ def build_cells(specs, adapters=None, checks=None, code_source: str = "default")
 
 
 def remote_skip_reason(cell: Cell) -> str | None:
-    """Why a remote-code cell cannot run here, or None."""
+    """Why a remote-code cell is skipped here, or None. Code the user named (a code-dir variable or
+    option) is never skipped: if it cannot be used, building the model fails and the cell is an
+    ``error`` saying why."""
     if cell.code_source != "remote":
         return None
+    from .remote import code_dir_variable, locate_code
+
     if os.environ.get(TRUST_ENV) != "1":
         return (f"remote code is opt-in: pass --trust-remote-code or set {TRUST_ENV}=1 (runs the hub code of {cell.spec.remote.repo} "
                 f"@ {cell.spec.remote.revision[:12]} from a local folder or the local HF cache)")
-    from .remote import locate_code
-
+    if os.environ.get(code_dir_variable(cell.spec.name)):
+        return None
     _, why = locate_code(cell.spec)
     return why

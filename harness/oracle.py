@@ -18,19 +18,20 @@ def random_tokens(spec, config, shape, generator, device) -> torch.Tensor:
     return torch.randint(0, limit, shape, generator=generator).to(device)
 
 
-def make_inputs(spec, config, batch, length, generator, device, lengths=None):
-    """(ids, mask), right-padded to ``length`` when ``lengths`` are given, with the tokens every row
-    must contain (``inputs.insert_tokens``) inserted at ``inputs.insert_at``."""
+def make_inputs(spec, config, batch, length, generator, device, lengths=None, side="right"):
+    """(ids, mask), padded to ``length`` on ``side`` when ``lengths`` are given, with the tokens every
+    row must contain (``inputs.insert_tokens``) inserted at ``inputs.insert_at`` of its real tokens."""
     ids = random_tokens(spec, config, (batch, length), generator, device)
     inserts = [t.evaluate(config) for t in spec.inputs.insert_tokens]
     lengths = lengths or [length] * batch
     mask = torch.zeros(batch, length, dtype=torch.long, device=device)
     for i, n in enumerate(lengths):
-        mask[i, :n] = 1
+        start = length - n if side == "left" else 0  # first real token of the row
+        mask[i, start:start + n] = 1
         if inserts:
-            at = spec.inputs.insert_at if spec.inputs.insert_at >= 0 else n + spec.inputs.insert_at
+            at = start + (spec.inputs.insert_at if spec.inputs.insert_at >= 0 else n + spec.inputs.insert_at)
             ids[i, at:at + len(inserts)] = torch.tensor(inserts, device=device)
-        ids[i, n:] = 0  # padding
+        ids[i, mask[i] == 0] = 0  # padding
     return ids, mask
 
 
@@ -57,15 +58,30 @@ def real_prefix_kv(contract: CacheContract, model, prefix_ids, sample_ids) -> to
 
 
 @torch.no_grad()
-def greedy_full_recompute(contract: CacheContract, model, prefix_ids, ids, n: int) -> torch.Tensor:
-    """Greedy tokens from the model on [prefix; input], recomputing the whole sequence each step
-    (no cache at all, so nothing cache-related can be wrong). (B, n)"""
+def greedy_full_recompute(contract: CacheContract, model, prefix_ids, ids, n: int, mask=None):
+    """Greedy decoding of the model on [prefix; input] (prefix_ids may be empty: the no-prefix
+    control), recomputing the whole sequence each step, so nothing cache-related can be wrong.
+    Padding (``mask``, left or right) stays where it is. Returns tokens (B, n) and each step's
+    last-position logits (B, n, V)."""
     b, p = ids.shape[0], prefix_ids.shape[-1]
+    mask = torch.ones_like(ids) if mask is None else mask
     seq = torch.cat((prefix_ids.reshape(1, p).expand(b, -1), ids), dim=1)
+    seq_mask = torch.cat((torch.ones(b, p, dtype=mask.dtype, device=mask.device), mask), dim=1)
+    steps = []
     for _ in range(n):
-        out = model(**contract.model_kwargs(seq, seq, torch.ones_like(seq), 0))
-        seq = torch.cat((seq, out.logits[:, -1].argmax(-1, keepdim=True)), dim=1)
-    return seq[:, -n:]
+        out = model(**contract.model_kwargs(seq, seq, seq_mask, 0))
+        last = out.logits[:, -1]  # (B, V)
+        steps.append(last)
+        nxt = last.argmax(-1, keepdim=True)
+        seq = torch.cat((seq, nxt), dim=1)
+        seq_mask = torch.cat((seq_mask, torch.ones_like(nxt)), dim=1)
+    return seq[:, -n:], torch.stack(steps, dim=1)
+
+
+def no_prefix_logits(contract: CacheContract, model, ids, mask) -> torch.Tensor:
+    """The control: the model on the input alone, (B, L, V). A check whose prefix does not move
+    these by more than its bar could not tell a correct adapter from one that drops the prefix."""
+    return model(**contract.model_kwargs(ids, ids, mask, 0)).logits
 
 
 def relative_error(got, want, mask=None) -> float:
@@ -74,3 +90,15 @@ def relative_error(got, want, mask=None) -> float:
         keep = mask.bool()
         got, want = got[keep], want[keep]
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
+
+
+def prefix_gradient(contract: CacheContract, model, kv, ids, mask, loss_fn) -> torch.Tensor:
+    """d loss / d K/V for K/V fed straight into the model's cache, (layers, 2, H, P, D): the
+    reference of the gradients check (no encoder, no adapter: leaf tensors in the model's own
+    layout and container)."""
+    leaf = kv.detach().clone().requires_grad_(True)
+    b = ids.shape[0]
+    cache = contract.to_model_cache(leaf.unsqueeze(2).expand(-1, -1, b, -1, -1, -1))  # (layers, 2, B, H, P, D)
+    logits = model(**contract.model_kwargs(ids, ids, mask, kv.shape[-2], cache)).logits
+    loss_fn(logits).backward()
+    return leaf.grad

@@ -70,16 +70,22 @@ class PrefixModel(nn.Module):
         return self.base(**kw, **kwargs)
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None):
-        """Greedy decoding behind the prefix. Rows must be unpadded (or all the same length).
-        Returns the prompt followed by the new tokens, (B, L + n)."""
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None,
+                 output_logits: bool = False):
+        """Greedy decoding behind the prefix. Batches may be left-padded (``attention_mask`` 0 on the
+        left, as batched generation pads): positions follow the spec's convention, which counts real
+        tokens only where the model takes positions. Returns the prompt followed by the new tokens,
+        (B, L + n); with ``output_logits`` also each step's logits, (B, n, V)."""
         ids = input_ids
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         cache, new = self.prefix_cache(ids.shape[0]), ids
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        steps = []
         for _ in range(max_new_tokens):
             out = self.base(**self.contract.model_kwargs(new, ids, mask, self.num_virtual_tokens, cache))
-            nxt = out.logits[:, -1, :].argmax(-1)  # (B,)
+            last = out.logits[:, -1, :]  # (B, V)
+            steps.append(last)
+            nxt = last.argmax(-1)  # (B,)
             if eos_token_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
                 done |= nxt == eos_token_id
@@ -88,7 +94,7 @@ class PrefixModel(nn.Module):
             mask = torch.cat((mask, torch.ones_like(new)), dim=1)
             if eos_token_id is not None and bool(done.all()):
                 break
-        return ids
+        return (ids, torch.stack(steps, dim=1)) if output_logits else ids
 
     # ------------------------------------------------------------------ persistence
     def save_prefix(self, directory) -> Path:

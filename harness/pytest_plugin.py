@@ -1,9 +1,24 @@
 """The pytest plugin behind ``pytest -n auto harness/``: options, the cell parametrisation, one
-model per worker, and one Parquet row per test (see results.py)."""
+model per worker, the verdict of every cell, and one Parquet row per test (see results.py).
+
+Verdicts are decided here, in one place (``_verdict``), from what the check measured and what the
+spec declares, never from pytest's report text:
+
+- ``pass`` / ``fail``: the measurement cleared / missed its bar;
+- ``inconclusive``: the check's control could not show it can fail on this model (never a pass);
+- ``xfail``: a failure the spec declares, and only a measured failure or an error raised while the
+  adapter ran the model (matching the spec's ``raises:`` text when given); ``xpass``: it passed;
+- ``error``: anything else raised: building or loading the model, a missing package, refused code;
+- ``timeout``: the cell ran past ``--cell-timeout``; ``skip``: not runnable here (the reason is
+  printed at the end of the run, grouped).
+"""
 from __future__ import annotations
 
 import os
+import signal
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,14 +26,33 @@ import torch
 
 from . import checks, results
 from .bench import Bench, Settings
-from .matrix import TRUST_ENV, Cell, build_cells, remote_skip_reason, select_specs
+from .matrix import TRUST_ENV, Cell, SelectionError, build_cells, remote_skip_reason, select_specs, split
 from .models import build_model
-from .spec import load_specs
+from .spec import SpecError, load_specs_report
 
 ROW_KEY = pytest.StashKey[dict]()
 MEASUREMENT_KEY = pytest.StashKey[object]()
+VERDICT_KEY = pytest.StashKey[tuple]()
 P_KEY = pytest.StashKey[int]()
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
+TIMEOUT_MARK = "from pytest-timeout"  # pytest-timeout's failure text
+# Errors that a declared failure never covers: the environment is wrong, not the adapter.
+ENVIRONMENT_ERRORS = (ImportError,)
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """A spec file that did not load: it gets an error row of its own, the others run."""
+
+    error: SpecError
+
+    @property
+    def name(self) -> str:
+        return Path(self.error.path).stem
+
+    @property
+    def id(self) -> str:
+        return f"spec-{Path(self.error.path).name}"
 
 
 def pytest_addoption(parser):
@@ -30,6 +64,9 @@ def pytest_addoption(parser):
     g.addoption("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto takes CUDA when present")
     g.addoption("--dtype", default="float32", choices=tuple(DTYPES))
     g.addoption("--steps", type=int, default=60, help="training steps of the train check")
+    g.addoption("--seed", type=int, default=0, help="seed of the checks' inputs (verdicts must not depend on it)")
+    g.addoption("--cell-timeout", type=float, default=600.0, metavar="SECONDS",
+                help="a cell running longer becomes a 'timeout' row and the matrix goes on")
     g.addoption("--code-source", default="default", choices=("default", "remote", "all"),
                 help="default: transformers or our reference models; remote: real hub code (opt-in)")
     g.addoption("--trust-remote-code", action="store_true",
@@ -45,12 +82,6 @@ def _versions() -> dict[str, str]:
     return results.library_versions()
 
 
-def _cells(config) -> list[Cell]:
-    opt = config.option
-    specs = select_specs(load_specs([opt.specs] if opt.specs else None), opt.models)
-    return build_cells(specs, opt.adapters, opt.checks, opt.code_source)
-
-
 def _device(config) -> str:
     wanted = config.option.device
     if wanted == "auto":
@@ -58,12 +89,48 @@ def _device(config) -> str:
     return wanted
 
 
+def _check_options(config) -> None:
+    """Options that cannot work are usage errors (exit 4, one line), not tracebacks mid-run."""
+    opt = config.option
+    if opt.steps < 1:
+        raise pytest.UsageError(f"--steps {opt.steps}: the train check needs at least 1 step")
+    if opt.cell_timeout <= 0:
+        raise pytest.UsageError(f"--cell-timeout {opt.cell_timeout}: give a positive number of seconds")
+    if opt.device == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("--device cuda: this torch sees no CUDA device (use --device cpu or auto)")
+    if opt.specs and not Path(opt.specs).is_dir():
+        raise pytest.UsageError(f"--specs {opt.specs}: no such folder")
+    if opt.run_id is not None:
+        try:
+            results.check_run_id(opt.run_id)
+        except ValueError as e:
+            raise pytest.UsageError(f"--run-id: {e}") from None
+
+
+def _load_matrix(config) -> None:
+    """Specs and cells of this run, once per process. A bad spec file removes only its own rows."""
+    opt = config.option
+    specs, errors = load_specs_report([opt.specs] if opt.specs else None)
+    bad_names = [Path(e.path).stem for e in errors]
+    try:
+        chosen = select_specs(specs, opt.models, also_known=bad_names)
+        cells = build_cells(chosen, opt.adapters, opt.checks, opt.code_source)
+    except SelectionError as e:
+        raise pytest.UsageError(str(e)) from None
+    named = set(split(opt.models) or bad_names)  # a bad file shows when all specs run or it is named
+    config._pc_cells = cells
+    config._pc_spec_problems = [SpecProblem(e) for e in errors if Path(e.path).stem in named]
+
+
 def pytest_configure(config):
     if not hasattr(config.option, "models"):
         return
     # Nothing is ever fetched: set before transformers / huggingface_hub read it at import.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config.addinivalue_line("markers", "timeout: per-cell time limit (pytest-timeout)")
+    _check_options(config)
     _remote_options_to_environment(config)
+    _load_matrix(config)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: the controller named the run
         config._pc_run_id = workerinput["pc_run_id"]
@@ -78,6 +145,7 @@ def pytest_configure(config):
     config._pc_run_dir = results.runs_root(Path(config.option.results_dir)) / config._pc_run_id
     config._pc_writer = None
     config._pc_models = {}
+    _OUTCOMES.clear()
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "prefix-compat-xdist")
 
@@ -104,7 +172,7 @@ class _XdistHooks:
     def pytest_handlecrashitem(self, crashitem, report, sched):
         """A worker died mid-test: the controller writes that cell's row so none is lost."""
         config = sched.config
-        cell = {c.id: c for c in _cells(config)}.get(crashitem.split("[", 1)[-1].rstrip("]"))
+        cell = {c.id: c for c in config._pc_cells}.get(crashitem.split("[", 1)[-1].rstrip("]"))
         if cell is None:
             return
         row = _base_row(config, cell, crashitem)
@@ -114,27 +182,37 @@ class _XdistHooks:
         writer = getattr(config, "_pc_crash_writer", None) or results.PartWriter(config._pc_run_dir, "controller")
         config._pc_crash_writer = writer
         writer.add(row)
+        _OUTCOMES.append(("error", cell.id, cell.spec.name, row["message"]))
 
 
 def _is_controller(config) -> bool:
     return getattr(config, "workerinput", None) is None
 
 
+def _settings(config) -> dict:
+    """What changes a verdict: a run id re-used with other settings would mix incomparable rows."""
+    opt = config.option
+    return {"steps": opt.steps, "dtype": opt.dtype, "device": _device(config), "seed": opt.seed,
+            "code_source": opt.code_source}
+
+
 def pytest_sessionstart(session):
     config = session.config
     if not hasattr(config, "_pc_run_id") or not _is_controller(config):
         return
-    cells = _cells(config)
-    versions = _versions()
-    # A reused run id adds to what the run covers: its earlier rows stay in its part files.
-    earlier = results.read_run_meta(config._pc_run_dir).get("expected_cell_ids", [])
-    ids = sorted(set(earlier) | {c.id for c in cells})
+    ids = [c.id for c in config._pc_cells] + [p.id for p in config._pc_spec_problems]
+    earlier = results.read_run_meta(config._pc_run_dir)
+    if earlier:
+        conflict = results.settings_conflict(earlier, _settings(config))
+        if conflict:
+            raise pytest.UsageError(conflict)
+    # A reused run id (same settings) adds to what the run covers: its earlier rows stay.
+    ids = sorted(set(earlier.get("expected_cell_ids", [])) | set(ids))
     results.write_run_meta(config._pc_run_dir, {
         "run_id": config._pc_run_id, "started_at": config._pc_started, "finished_at": None,
-        "expected_cells": len(ids), "expected_cell_ids": ids, "device": _device(config), "dtype": config.option.dtype,
-        "steps": config.option.steps, "versions": versions, "git_commit": results.git_commit(),
-        "models": config.option.models, "adapters": config.option.adapters, "checks": config.option.checks,
-        "code_source": config.option.code_source,
+        "expected_cells": len(ids), "expected_cell_ids": ids, **_settings(config), "versions": _versions(),
+        "git_commit": results.git_commit(), "models": config.option.models, "adapters": config.option.adapters,
+        "checks": config.option.checks, "cell_timeout": config.option.cell_timeout,
     })
 
 
@@ -147,7 +225,8 @@ def pytest_sessionfinish(session, exitstatus):
         meta["finished_at"] = results.now()
         meta["exit_status"] = int(exitstatus)
         results.write_run_meta(config._pc_run_dir, meta)
-        _write_plots(config._pc_run_dir)
+        if os.environ.get("PREFIX_COMPAT_PLOTS", "1") != "0":
+            _write_plots(config._pc_run_dir)
 
 
 def _write_plots(run_dir) -> None:
@@ -166,57 +245,114 @@ def _write_plots(run_dir) -> None:
 
 # ----------------------------------------------------------------------------- parametrisation
 def pytest_generate_tests(metafunc):
+    config = metafunc.config
+    if "spec_problem" in metafunc.fixturenames:
+        problems = getattr(config, "_pc_spec_problems", [])
+        metafunc.parametrize("spec_problem", [pytest.param(p, id=p.id) for p in problems])
+        return
     if "cell" not in metafunc.fixturenames:
         return
-    config = metafunc.config
-    versions = _versions()
+    method = "signal" if hasattr(signal, "SIGALRM") else "thread"
     params = []
-    for cell in _cells(config):
-        marks = []
+    for cell in config._pc_cells:
+        marks = [pytest.mark.timeout(config.option.cell_timeout, method=method)]
         skip = remote_skip_reason(cell)
         if skip:
             marks.append(pytest.mark.skip(reason=skip))
-        expected = cell.expected_failure(versions)
-        if expected is not None:
-            marks.append(pytest.mark.xfail(strict=True, reason=expected.reason))
         params.append(pytest.param(cell, id=cell.id, marks=marks))
     metafunc.parametrize("cell", params)
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """No spec file failed to load: drop the empty placeholder of test_spec_file (pytest would list
+    it as a skip, and every skip in this project means something)."""
+    keep = [i for i in items if not (getattr(i, "callspec", None) and "spec_problem" in i.callspec.params
+                                     and not isinstance(i.callspec.params["spec_problem"], SpecProblem))]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep
+
+
 @pytest.fixture
 def bench(request, cell):
+    """The cell's workbench. Building the model happens here, in set-up: a failure to build or load
+    it is always an ``error`` row, whatever the spec declares."""
     config = request.config
     device, dtype = _device(config), DTYPES[config.option.dtype]
     key = (cell.spec.path, cell.code_source, device, dtype)
     if key not in config._pc_models:  # once per worker: every cell gets a deep copy of it
         config._pc_models[key] = build_model(cell.spec, cell.code_source, device, dtype)
-    bench = Bench(cell, config._pc_models[key], Settings(device, dtype, config.option.steps))
+    bench = Bench(cell, config._pc_models[key], Settings(device, dtype, config.option.steps, config.option.seed))
     request.node.stash[P_KEY] = bench.num_virtual_tokens
     return bench
 
 
 @pytest.fixture
 def run_check(request):
-    """Run a check and keep its measurement for the result row."""
+    """Run a check and settle the cell's verdict (see the module docstring)."""
     def _run(cell, bench):
-        measurement = checks.run(cell.check, bench)
-        request.node.stash[MEASUREMENT_KEY] = measurement
-        return measurement
+        return _verdict(request.node, cell, bench)
     return _run
+
+
+def _verdict(node, cell: Cell, bench) -> None:
+    expected = cell.expected_failure(_versions())
+    try:
+        m = checks.run(cell.check, bench)
+    except ENVIRONMENT_ERRORS:
+        raise
+    except Exception as e:  # noqa: BLE001 - raised while the adapter ran the model
+        text = f"{type(e).__name__}: {_first_line(str(e))}"
+        raises = getattr(expected, "raises", None) if expected is not None else None
+        if expected is not None and (raises is None or raises in f"{type(e).__name__}: {e}"):
+            node.stash[VERDICT_KEY] = ("xfail", f"{text} (declared: {expected.reason})")
+            pytest.xfail(expected.reason)
+        raise
+    node.stash[MEASUREMENT_KEY] = m
+    if m.inconclusive:
+        node.stash[VERDICT_KEY] = ("inconclusive", m.message)
+        pytest.skip(m.message)
+    if m.passed:
+        if expected is not None:
+            node.stash[VERDICT_KEY] = ("xpass", f"{m.message} (declared to fail: {expected.reason})")
+            pytest.fail(f"XPASS(strict): the spec declares this cell fails, but it passed: {m.message}", pytrace=False)
+        node.stash[VERDICT_KEY] = ("pass", m.message)
+        return
+    if expected is not None and getattr(expected, "raises", None) is None:
+        node.stash[VERDICT_KEY] = ("xfail", m.message)
+        pytest.xfail(expected.reason)
+    # a measured failure where the spec expects a specific error is a failure all the same
+    node.stash[VERDICT_KEY] = ("fail", m.message)
+    pytest.fail(m.message, pytrace=False)
 
 
 # ----------------------------------------------------------------------------- result rows
 def _base_row(config, cell: Cell, nodeid: str) -> dict:
     versions = _versions()
+    expected = cell.expected_failure(versions)
     return {
         "run_id": config._pc_run_id, "started_at": config._pc_started, "model": cell.row, "spec": cell.spec.name,
         "variant": cell.variant.name, "family": cell.spec.family, "code_source": cell.code_source,
         "adapter": cell.adapter, "check": cell.check, "device": _device(config), "dtype": config.option.dtype,
+        "steps": config.option.steps, "seed": config.option.seed,
         "torch_version": versions["torch"], "transformers_version": versions["transformers"],
         "peft_version": versions["peft"], "python_version": versions["python"],
         "git_commit": _git_commit(config), "worker": config._pc_worker, "kv_layout": str(cell.spec.kv.layout),
         "concat_dim": cell.spec.kv.concat_dim, "nodeid": nodeid,
-        "expected_failure": (cell.expected_failure(versions).reason if cell.expected_failure(versions) else None),
+        "expected_failure": expected.reason if expected else None,
+    }
+
+
+def _problem_row(config, problem: SpecProblem, nodeid: str) -> dict:
+    versions = _versions()
+    return {
+        "run_id": config._pc_run_id, "started_at": config._pc_started, "model": problem.name, "spec": problem.name,
+        "variant": "default", "family": None, "code_source": "spec", "adapter": "-", "check": "spec",
+        "device": _device(config), "dtype": config.option.dtype, "steps": config.option.steps,
+        "seed": config.option.seed, "torch_version": versions["torch"],
+        "transformers_version": versions["transformers"], "peft_version": versions["peft"],
+        "python_version": versions["python"], "git_commit": _git_commit(config), "worker": config._pc_worker,
+        "nodeid": nodeid, "status": "error", "message": str(problem.error),
     }
 
 
@@ -230,7 +366,17 @@ def _git_commit(config) -> str:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    cell = getattr(item, "callspec", None) and item.callspec.params.get("cell")
+    params = getattr(item, "callspec", None) and item.callspec.params
+    if not params:
+        return
+    cell, problem = params.get("cell"), params.get("spec_problem")
+    if isinstance(problem, SpecProblem):
+        if call.when == "teardown":
+            row = _problem_row(item.config, problem, item.nodeid)
+            row["finished_at"] = results.now()
+            _writer(item.config).add(row)
+            report.user_properties.append(("pc_outcome", ("error", problem.id, problem.name, str(problem.error))))
+        return
     if not isinstance(cell, Cell):
         return
     row = item.stash.get(ROW_KEY, None)
@@ -239,10 +385,9 @@ def pytest_runtest_makereport(item, call):
         row["_t0"] = time.time()
         item.stash[ROW_KEY] = row
     if call.when in ("setup", "call") and "status" not in row:
-        status = _status(report, call, item.stash.get(MEASUREMENT_KEY, None))
+        status, message = _status(item, report, call)
         if status is not None:
-            row["status"] = status
-            row["message"] = _message(item, report, call)
+            row["status"], row["message"] = status, message
     if call.when == "teardown":
         if report.failed and row.get("status") in (None, "pass"):
             row["status"], row["message"] = "error", f"teardown failed: {_first_line(report.longreprtext)}"
@@ -254,6 +399,31 @@ def pytest_runtest_makereport(item, call):
         row["finished_at"] = results.now()
         row.setdefault("status", "error")
         _writer(item.config).add(row)
+        report.user_properties.append(("pc_outcome", (row["status"], cell.id, cell.spec.name, row.get("message") or "")))
+
+
+def _status(item, report, call) -> tuple[str | None, str]:
+    """The verdict of a phase: the one ``_verdict`` settled, else what happened before or around it."""
+    settled = item.stash.get(VERDICT_KEY, None)
+    if report.when == "call" and settled is not None:
+        return settled
+    if report.passed:
+        return (None, "") if report.when == "setup" else ("error", "the check recorded no verdict")
+    text = _failure_text(report, call)
+    if TIMEOUT_MARK in text:
+        return "timeout", f"ran longer than --cell-timeout {item.config.option.cell_timeout:g} s ({report.when})"
+    if report.skipped:
+        return "skip", text
+    where = "building the model or setting up the cell" if report.when == "setup" else "running the check"
+    return "error", f"{text} (while {where})" if report.when == "setup" else text
+
+
+def _failure_text(report, call) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    if call.excinfo is not None:
+        return f"{call.excinfo.typename}: {_first_line(str(call.excinfo.value))}"
+    return _first_line(report.longreprtext) if report.longreprtext else ""
 
 
 def _writer(config) -> results.PartWriter:
@@ -262,40 +432,43 @@ def _writer(config) -> results.PartWriter:
     return config._pc_writer
 
 
-def _status(report, call, measurement=None) -> str | None:
-    xfailed = hasattr(report, "wasxfail")
-    if report.when == "setup":
-        if report.skipped:  # a skip mark, or an expected failure that already failed in set-up
-            return "xfail" if xfailed else "skip"
-        if report.failed:
-            return "error"
-        return None
-    if xfailed:
-        return "xfail" if report.skipped else "xpass"
-    if report.failed and "XPASS(strict)" in str(report.longrepr):
-        return "xpass"
-    if report.passed:
-        return "pass"
-    if report.skipped:
-        return "skip"
-    # "fail" is a measurement that missed its bar; anything raised on the way (an AssertionError
-    # inside model code included) is an "error".
-    return "fail" if measurement is not None and not measurement.passed else "error"
-
-
-def _message(item, report, call) -> str:
-    m = item.stash.get(MEASUREMENT_KEY, None)
-    if m is not None:
-        return m.message
-    if report.skipped and isinstance(report.longrepr, tuple):
-        return str(report.longrepr[2])
-    if call.excinfo is not None:
-        return f"{call.excinfo.typename}: {_first_line(str(call.excinfo.value))}"
-    return _first_line(report.longreprtext) if report.longreprtext else ""
-
-
 def _first_line(text: str) -> str:
     for line in str(text).splitlines():
         if line.strip():
             return line.strip()[:500]
     return ""
+
+
+# ----------------------------------------------------------------------------- end-of-run summary
+def pytest_runtest_logreport(report):
+    for key, value in getattr(report, "user_properties", ()):
+        if key == "pc_outcome":
+            _OUTCOMES.append(tuple(value))
+
+
+_OUTCOMES: list[tuple] = []  # the controller's view of every cell (filled from workers' reports)
+
+LOUD = {"error": "errors", "timeout": "time-outs", "inconclusive": "inconclusive (the check could not show it can fail)",
+        "skip": "skipped"}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Nothing that was not measured passes silently: skipped, inconclusive, timed-out and errored
+    cells are listed, grouped by reason and spec, with where the rows went."""
+    if not hasattr(config, "_pc_run_id") or not _is_controller(config) or not _OUTCOMES:
+        return
+    tr = terminalreporter
+    counts = defaultdict(int)
+    groups: dict[str, dict[tuple[str, str], list[str]]] = {s: defaultdict(list) for s in LOUD}
+    for status, cell_id, spec, message in _OUTCOMES:
+        counts[status] += 1
+        if status in groups:
+            groups[status][(message.split(" (declared")[0][:300], spec)].append(cell_id)
+    for status, title in LOUD.items():
+        if not groups[status]:
+            continue
+        tr.write_sep("-", f"prefix-compat: {sum(len(v) for v in groups[status].values())} {title}")
+        for (reason, spec), ids in sorted(groups[status].items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            tr.write_line(f"{spec}: {len(ids)} cell(s): {reason}")
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    tr.write_line(f"prefix-compat: run {config._pc_run_id}: {summary}; rows in {config._pc_run_dir}")

@@ -65,18 +65,24 @@ def _cached_snapshots(remote) -> list[Path]:
 
 
 def _unpinned(path: Path, remote) -> str | None:
-    """Why the code in a folder is not the spec's pinned revision (None when it is)."""
+    """Why the code in a folder is not the spec's pinned revision (None when it is), naming every
+    file that is missing or differs."""
     import hashlib
 
+    problems = []
     for name, want in sorted(remote.sha256.items()):
         file = path / name
         if not file.is_file():
-            return f"{path} has no {name}: it is not the code of {remote.repo} @ {remote.revision[:12]}"
+            problems.append(f"{name} is missing")
+            continue
         have = hashlib.sha256(file.read_bytes()).hexdigest()
         if have != want:
-            return (f"{file} is not the pinned revision {remote.revision[:12]} of {remote.repo} "
-                    f"(sha256 {have[:12]}, want {want[:12]}); check out that revision")
-    return None
+            problems.append(f"{name} has sha256 {have[:12]}, the pin says {want[:12]}")
+    if not problems:
+        return None
+    return (f"{path} is not the code of {remote.repo} @ {remote.revision[:12]}: {'; '.join(problems)}. Check out that "
+            f"revision, or check this one as a revision of its own: `prefix-compat probe --code-dir {path}` drafts "
+            f"a spec pinned to it")
 
 
 def build_remote_model(spec):

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-STATUSES = ("pass", "fail", "error", "xfail", "xpass", "skip")
+STATUSES = ("pass", "fail", "error", "xfail", "xpass", "skip", "inconclusive", "timeout", "n/a")
 
 SCHEMA = pa.schema([
     ("run_id", pa.string()), ("started_at", pa.string()), ("finished_at", pa.string()),
@@ -138,6 +138,25 @@ def read_run(run_dir: Path) -> pd.DataFrame:
     # A cell written twice (a crash row, then a retry) keeps its latest row.
     return df.sort_values("finished_at", kind="stable").drop_duplicates(
         ["model", "code_source", "adapter", "check"], keep="last").reset_index(drop=True)
+
+
+_RUN_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def check_run_id(name: str) -> str:
+    """A run id is a plain folder name under runs/ (no paths, nothing hidden)."""
+    if not name or len(name) > 100 or name.startswith(".") or not set(name) <= _RUN_ID_CHARS:
+        raise ValueError(f"{name!r} is not a plain run name: use letters, digits, '-', '_' and '.' (not first)")
+    return name
+
+
+def settings_conflict(meta: dict, settings: dict) -> str | None:
+    """Why a run id that already holds rows cannot take rows made with other settings, or None."""
+    diff = [f"{k}={meta[k]!r} (now {v!r})" for k, v in settings.items() if k in meta and meta[k] != v]
+    if not diff:
+        return None
+    return (f"run id {meta.get('run_id')!r} was started with {', '.join(diff)}: its rows would not be comparable; "
+            f"use another --run-id")
 
 
 def runs_root(results_dir: Path) -> Path:

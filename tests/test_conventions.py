@@ -34,7 +34,10 @@ def test_glm_bool_4d_mask_context_is_bidirectional_then_causal():
 def test_extend_2d_and_explicit_offset():
     ids, mask = torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 1], [1, 1, 0]])
     assert MASKS["extend_2d"](None, 2, ids, mask, 3).tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
-    assert POSITIONS["explicit_offset"](None, 2, ids, mask, 1).tolist() == [[4], [4]]
+    assert POSITIONS["explicit_offset"](None, 2, ids, mask, 3).tolist() == [[2, 3, 4], [2, 3, 3]]
+    # left padding: real tokens get the positions they would have unpadded, after the prefix
+    left = torch.tensor([[1, 1, 1], [0, 1, 1]])
+    assert POSITIONS["explicit_offset"](None, 2, ids, left, 3)[1, 1:].tolist() == [2, 3]
     assert POSITIONS["model_continues"](None, 2, ids, mask, 3) is None
 
 

@@ -10,8 +10,11 @@ class PrefixModelAttached:
         self.base = pm.base
         self.num_virtual_tokens = pm.num_virtual_tokens
 
+    def outputs(self, input_ids, attention_mask):
+        return self.pm(input_ids, attention_mask=attention_mask)
+
     def logits(self, input_ids, attention_mask):
-        return self.pm(input_ids, attention_mask=attention_mask).logits
+        return self.outputs(input_ids, attention_mask).logits
 
     def plant(self, kv):
         self.pm.encoder.plant(kv)
@@ -19,8 +22,22 @@ class PrefixModelAttached:
     def prefix_parameters(self):
         return {f"encoder.{n}": p for n, p in self.pm.encoder.named_parameters()}
 
-    def generate(self, input_ids, max_new_tokens):
-        return self.pm.generate(input_ids, max_new_tokens=max_new_tokens)[:, input_ids.shape[1]:]
+    def planted_grad(self):
+        """The gradient with respect to the K/V the encoder holds, (layers, 2, H, P, D), the layout
+        ``plant`` takes; None when nothing reached it."""
+        enc = self.pm.encoder
+        if enc.mlp is not None:
+            raise ValueError("planted K/V need an encoder without projection")
+        grad = enc.embedding.weight.grad  # (P, width)
+        if grad is None:
+            return None
+        return grad.view(enc.num_virtual_tokens, enc.layers, 2, enc.heads, enc.head_dim).permute(1, 2, 3, 0, 4)
+
+    def generate(self, input_ids, attention_mask, max_new_tokens):
+        """New tokens (B, n) and each step's logits (B, n, V)."""
+        out, logits = self.pm.generate(input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                       output_logits=True)
+        return out[:, input_ids.shape[1]:], logits
 
     def save(self, directory):
         self.pm.save_prefix(directory)

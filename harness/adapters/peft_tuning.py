@@ -12,34 +12,63 @@ class PeftAttached:
         self.cfg = peft_model.peft_config[peft_model.active_adapter]
         self.num_virtual_tokens = self.cfg.num_virtual_tokens
 
+    def outputs(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
+
     def logits(self, input_ids, attention_mask):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    def _sizes(self, kv_shape=None):
+        """PEFT's (layers, heads, head dim); with a model K/V shape, refuse one PEFT cannot hold."""
+        cfg = self.cfg
+        heads, d = cfg.num_attention_heads, cfg.token_dim // cfg.num_attention_heads
+        if kv_shape is not None:
+            layers, _, h, _, dim = kv_shape
+            if (cfg.num_layers, heads, d) != (layers, h, dim):
+                raise ValueError(
+                    f"PEFT's prefix cannot hold this model's K/V, so no real-token prefix can be set: PEFT sized it "
+                    f"{cfg.num_layers} layers x {heads} heads x {d} dims, the model caches {layers} x {h} x {dim}"
+                )
+        return cfg.num_layers, heads, d
+
+    def _weight(self):
+        return self.model.prompt_encoder[self.model.active_adapter].embedding.weight
 
     def plant(self, kv):
         """Write K/V (layers, 2, H, P, D) into PEFT's embedding, whose rows PEFT views as
         (P, layers * 2, heads, token_dim // heads) and permutes to per-layer (2, B, heads, P, d)."""
-        cfg = self.cfg
-        heads, d = cfg.num_attention_heads, cfg.token_dim // cfg.num_attention_heads
-        layers, _, h, p, dim = kv.shape
-        if (cfg.num_layers, heads, d) != (layers, h, dim):
-            raise ValueError(
-                f"PEFT's prefix cannot hold this model's K/V, so no real-token prefix can be set: PEFT sized it "
-                f"{cfg.num_layers} layers x {heads} heads x {d} dims, the model caches {layers} x {h} x {dim}"
-            )
-        weight = self.model.prompt_encoder[self.model.active_adapter].embedding.weight
+        self._sizes(kv.shape)
+        weight = self._weight()
         with torch.no_grad():
-            weight.copy_(kv.permute(3, 0, 1, 2, 4).reshape(p, -1).to(weight))
+            weight.copy_(kv.permute(3, 0, 1, 2, 4).reshape(kv.shape[3], -1).to(weight))
+
+    def planted_grad(self):
+        """The gradient with respect to PEFT's embedding, read as K/V (layers, 2, H, P, D)."""
+        grad = self._weight().grad  # (P, layers * 2 * heads * d)
+        if grad is None:
+            return None
+        layers, heads, d = self._sizes()
+        return grad.view(grad.shape[0], layers, 2, heads, d).permute(1, 2, 3, 0, 4)
 
     def prefix_parameters(self):
         """PEFT's prefix is its prompt encoder; everything else must stay frozen (the gradients
         check looks at all the other parameters)."""
         return {f"prompt_encoder.{n}": p for n, p in self.model.prompt_encoder.named_parameters()}
 
-    def generate(self, input_ids, max_new_tokens):
-        out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                  max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                                  do_sample=False)
-        return out[:, input_ids.shape[1]:]
+    def generate(self, input_ids, attention_mask, max_new_tokens):
+        """PEFT's own generate(): new tokens (B, n) and each step's raw logits (B, n, V) where the
+        installed transformers reports them (``output_logits``), else None."""
+        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                      min_new_tokens=max_new_tokens, do_sample=False, return_dict_in_generate=True)
+        try:
+            out = self.model.generate(**kwargs, output_logits=True)
+        except (TypeError, ValueError) as e:  # transformers before output_logits
+            if "output_logits" not in str(e):
+                raise
+            out = self.model.generate(**kwargs)
+        logits = getattr(out, "logits", None)
+        tokens = out.sequences[:, input_ids.shape[1]:]
+        return tokens, (torch.stack(logits, dim=1) if logits else None)
 
     def save(self, directory):
         self.model.save_pretrained(str(directory))

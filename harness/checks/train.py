@@ -6,12 +6,18 @@ random real tokens followed by the input; the student is the adapter's prefix, s
 K/V of *other* random tokens; the loss is KL(teacher || student) over fresh random inputs. Its
 floor is exactly 0 and reachable by construction for a correct adapter, so "half the distance"
 means something on tiny random models. The teacher never goes through an adapter.
+
+Control: training starts where the planted student really is: before the first step, the
+adapter's held-out logits equal the model's on [student tokens; input] within the equivalence bar.
+An adapter that hands the model other K/V than it holds (dropped, swapped, reversed) fails here,
+even though an optimiser could still drive its loss down. A starting loss within float noise makes
+the task say nothing: inconclusive.
 """
 import torch
 import torch.nn.functional as F
 
-from ..bench import Measurement
-from ..oracle import full_context, real_prefix_kv
+from ..bench import Measurement, inconclusive
+from ..oracle import full_context, real_prefix_kv, relative_error
 
 FLOOR = 0.0
 LEARNING_RATE = 3e-2
@@ -36,6 +42,8 @@ def run(bench):
     with torch.no_grad():
         attached.plant(real_prefix_kv(bench.contract, base, student_start, held_ids))
         held_teacher, _ = full_context(bench.contract, base, teacher_prefix, held_ids, held_mask)
+        student_want, _ = full_context(bench.contract, base, student_start, held_ids, held_mask)
+        start_err = relative_error(attached.logits(held_ids, held_mask), student_want, held_mask)
 
     def held_out() -> float:
         with torch.no_grad():
@@ -46,6 +54,9 @@ def run(bench):
     steps = bench.settings.steps
     every = max(1, steps // CURVE_POINTS)
     start = held_out()
+    noise_floor = 1e-7
+    if start <= noise_floor:
+        return inconclusive(f"the starting held-out KL {start:.3e} is within float noise: the task says nothing here")
     curve = [(0, start)]
     train_losses = []
     for step in range(1, steps + 1):
@@ -62,14 +73,14 @@ def run(bench):
     end = curve[-1][1]
     target = FLOOR + 0.5 * (start - FLOOR)
     unchanged = all(torch.equal(v, base.state_dict()[k]) for k, v in snapshot.items())
-    noise_floor = 1e-7
-    passed = start > noise_floor and end <= target and unchanged
+    starts_right = start_err <= bench.tolerance
+    passed = starts_right and end <= target and unchanged
     ratio = (end - FLOOR) / (start - FLOOR) if start > FLOOR else float("nan")
     why = [f"held-out KL {start:.3e} -> {end:.3e} in {steps} steps ({ratio:.3f} of the distance to the floor {FLOOR}, "
            f"bar 0.5)"]
-    if start <= noise_floor:
-        why.append("the starting loss is within float noise: the task says nothing here")
+    why.append(f"start vs the planted student's full-context logits: relative error {start_err:.2e}"
+               + ("" if starts_right else " (the adapter does not hand the model the K/V it holds)"))
     if not unchanged:
         why.append("the base weights changed")
     return Measurement(passed, ratio, 0.5, "; ".join(why),
-                       {"curve": curve, "train_losses": train_losses, "base_unchanged": unchanged})
+                       {"curve": curve, "train_losses": train_losses, "base_unchanged": unchanged, "start_error": start_err})
