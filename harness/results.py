@@ -319,9 +319,11 @@ def read_run_meta(run_dir: Path) -> dict:
     return read_run_meta_checked(run_dir)[0]
 
 
-def _reason(e: BaseException) -> str:
-    text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), "") or type(e).__name__
-    return text[:160]
+def _reason(e: BaseException, noise: str = "") -> str:
+    """The first line of an error, without ``noise``, short enough for one line."""
+    lines = str(e).replace(noise, "").splitlines() if noise else str(e).splitlines()
+    text = next((ln.strip() for ln in lines if ln.strip()), "") or type(e).__name__
+    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def part_files(run_dir: Path) -> list[Path]:
@@ -341,7 +343,9 @@ def _read_part(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     try:
         frame = pq.read_table(path).to_pandas()
     except Exception as e:  # noqa: BLE001 - whatever a damaged file raises, it is one damaged part
-        return None, f"{path.name} unreadable ({_reason(e)})"
+        # pyarrow repeats the whole path the line already names: keep what is wrong with the file.
+        noise = f"Could not open Parquet input source '{path}': "
+        return None, f"{path.name} unreadable ({_reason(e, noise)})"
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         return None, f"{path.name} lacks column(s) {', '.join(missing)}"

@@ -269,6 +269,7 @@ def test_a_truncated_part_is_reported_and_the_other_parts_read(tmp_path):
     df, problems = results.read_run_checked(tmp_path)
     assert sorted(df["check"]) == ["accepts", "equivalence"]
     assert len(problems) == 1 and problems[0].startswith(f"{bad.path.name} unreadable (")
+    assert "Parquet" in problems[0] and str(tmp_path) not in problems[0]  # the cause, not the path again
     assert sorted(results.read_run(tmp_path)["check"]) == ["accepts", "equivalence"]
 
 
