@@ -82,6 +82,21 @@ def test_a_writer_never_replaces_a_part_it_did_not_write(tmp_path):
     assert pq.read_table(w.path).column("check").to_pylist() == ["accepts", "train"]
 
 
+def test_without_hard_links_a_taken_name_is_still_never_replaced(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(results.os, "link", no_links)  # e.g. some network or FAT file systems
+    taken = results.PartWriter(tmp_path, "main").path
+    taken.write_bytes(b"theirs")
+    w = results.PartWriter(tmp_path, "main")
+    w.add(row())
+    w.add(row(check="train"))
+    assert taken.read_bytes() == b"theirs" and w.path.name.endswith("-main-2.parquet")
+    assert pq.read_table(w.path).column("check").to_pylist() == ["accepts", "train"]
+    assert only_files(tmp_path) == sorted([taken.name, w.path.name])
+
+
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
