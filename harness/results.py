@@ -266,7 +266,12 @@ class PartWriter:
         """Append ``row`` and rewrite the part. ValueError for a malformed row; ResultsWriteError
         when the file cannot be written: the file on disk then still holds every earlier row (the
         row stays pending here and is written with the next successful add)."""
-        self.rows.append(normalise_row(row))
+        norm = normalise_row(row)
+        try:  # a row Parquet cannot hold is refused here, before it could block every later add
+            pa.Table.from_pylist([norm], schema=SCHEMA)
+        except (pa.ArrowException, TypeError, ValueError) as e:
+            raise ValueError(f"row of {norm.get('nodeid') or norm.get('check')} cannot be stored: {e}") from e
+        self.rows.append(norm)
         try:
             self.path = write_atomically(self.rows, self.path, exclusive=not self._claimed)
         except OSError as e:

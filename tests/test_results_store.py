@@ -157,6 +157,16 @@ def test_files_are_readable_by_others_as_the_umask_allows(tmp_path, mask, mode):
     assert only_files(tmp_path) == sorted([w.path.name, "run.json"])  # no temp file left
 
 
+def test_a_row_parquet_cannot_hold_is_refused_and_blocks_nothing(tmp_path):
+    w = results.PartWriter(tmp_path, "main")
+    with pytest.raises(ValueError, match="cannot be stored"):
+        w.add(row(model=["not", "a", "string"]))
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        w.add(row(steps="sixty"))
+    w.add(row())
+    assert pq.read_table(w.path).column("model").to_pylist() == ["llama"]
+
+
 # ----------------------------------------------------------------------------- a full disk
 def _disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
