@@ -45,18 +45,37 @@ def _warn_ambiguous_matches(specs) -> None:
             seen[key] = spec.name
 
 
+class CliError(Exception):
+    """Bad input to a command: printed as one line on stderr, exit 2, no traceback."""
+
+
 def _run_dir(results_dir: str, given: str | None) -> Path:
-    if given:
-        p = Path(given)
+    """The run folder named by ``given`` (a folder, or a run id under <results-dir>/runs), or the
+    newest run; CliError unless it is a run folder."""
+    root = results.runs_root(Path(results_dir))
+    if not given:
+        latest = results.latest_run(Path(results_dir))
+        if latest is None:
+            raise CliError(f"no runs under {root}; run `pytest -n auto harness/` first")
+        return latest
+    p = Path(given)
+    if p.exists():
         if not p.is_dir():
-            p = results.runs_root(Path(results_dir)) / given
-        if not p.is_dir():
-            raise SystemExit(f"error: no run at {given}")
+            raise CliError(f"{given} is a file, not a run folder (a run is a folder holding run.json and "
+                           f"part-*.parquet files)")
+        if not results.is_run_dir(p):
+            hint = (f"; it holds runs: pass --results-dir {given}" if results.runs_root(p).is_dir() else
+                    "; `prefix-compat runs` lists the runs")
+            raise CliError(f"{given} is not a run: it holds no run.json or part-*.parquet{hint}")
         return p
-    latest = results.latest_run(Path(results_dir))
-    if latest is None:
-        raise SystemExit(f"error: no runs under {results.runs_root(Path(results_dir))}; run `pytest -n auto harness/` first")
-    return latest
+    try:
+        candidate = results.run_dir_for(Path(results_dir), given)
+    except ValueError:
+        candidate = None
+    if candidate is None or not results.is_run_dir(candidate):
+        raise CliError(f"no run {given}: neither a folder nor a run id under {root}; "
+                       f"`prefix-compat runs --results-dir {results_dir}` lists them")
+    return candidate
 
 
 def cmd_report(args) -> int:
@@ -64,11 +83,11 @@ def cmd_report(args) -> int:
 
     runs = [_run_dir(args.results_dir, r) for r in args.runs] if args.runs else [_run_dir(args.results_dir, None)]
     if len(runs) > 1 and not args.pivot:
-        raise SystemExit("error: several runs make one table only with --pivot (e.g. --pivot transformers)")
+        raise CliError("several runs make one table only with --pivot (e.g. --pivot transformers)")
     try:
         text = table(runs, args.format, args.pivot)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise CliError(str(e)) from None
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}")
@@ -78,28 +97,37 @@ def cmd_report(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    """Every run folder, damaged ones included and marked: one bad file never hides the others."""
     from .report import run_summary
 
     runs = results.list_runs(Path(args.results_dir))
     if not runs:
         print(f"no runs under {results.runs_root(Path(args.results_dir))}")
         return 0
+    widths = {s: max(4, len(s)) for s in results.STATUSES}
     print(f"{'run':<28} {'date':<25} {'torch':<8} {'transformers':<13} {'peft':<8} {'device':<6} "
-          f"{'pass':>4} {'fail':>4} {'error':>5} {'xfail':>5} {'xpass':>5} {'skip':>4}  state")
+          + " ".join(f"{s:>{widths[s]}}" for s in results.STATUSES) + "  state")
     for run in runs:
-        s = run_summary(run)
+        df, problems = results.read_run_checked(run)
+        s = run_summary(run, df, problems)
         c = s["counts"]
-        state = "complete" if s["complete"] else f"partial ({s['rows']}/{s['expected'] or '?'})"
+        if problems:
+            state = "damaged: " + "; ".join(problems)
+        else:
+            state = "complete" if s["complete"] else f"partial ({s['rows']}/{s['expected'] or '?'})"
         print(f"{s['run_id']:<28} {s['date']:<25} {s['torch']:<8} {s['transformers']:<13} {s['peft']:<8} "
-              f"{s['device']:<6} {c.get('pass', 0):>4} {c.get('fail', 0):>4} {c.get('error', 0):>5} "
-              f"{c.get('xfail', 0):>5} {c.get('xpass', 0):>5} {c.get('skip', 0):>4}  {state}")
+              f"{s['device']:<6} " + " ".join(f"{c.get(k, 0):>{widths[k]}}" for k in results.STATUSES)
+              + f"  {state}")
     return 0
 
 
 def cmd_diff(args) -> int:
     from .diff import diff_runs, render
 
-    d = diff_runs(_run_dir(args.results_dir, args.run_a), _run_dir(args.results_dir, args.run_b))
+    try:
+        d = diff_runs(_run_dir(args.results_dir, args.run_a), _run_dir(args.results_dir, args.run_b))
+    except ValueError as e:
+        raise CliError(str(e)) from None
     sys.stdout.write(render(d, args.format, args.gate))
     if args.gate:
         return 1 if d.gate_failures() else 0
@@ -107,9 +135,20 @@ def cmd_diff(args) -> int:
 
 
 def cmd_plots(args) -> int:
-    from .plots import write_plots
+    from .report import checked_rows
 
-    for path in write_plots(_run_dir(args.results_dir, args.run)):
+    run = _run_dir(args.results_dir, args.run)
+    try:
+        checked_rows(run)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        from .plots import write_plots
+
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise CliError("plots need matplotlib: pip install 'prefix-compat[plots]'") from None
+    for path in write_plots(run):
         print(f"wrote {path}")
     return 0
 
@@ -145,7 +184,12 @@ def main(argv=None) -> int:
     p.add_argument("--results-dir", default="results")
     p.set_defaults(func=cmd_plots)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (CliError, OSError) as e:  # OSError: a file that cannot be read or written
+        line = " ".join(str(e).split())
+        print(f"prefix-compat {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

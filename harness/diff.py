@@ -1,7 +1,8 @@
 """Comparing two runs cell by cell: what a new model or library release broke, or fixed.
 
 A cell is (model, code source, adapter, check). A regression is a cell that passed in run A and
-does anything else in run B. A regression whose new status is ``xfail`` is *declared*: a spec
+does anything else in run B: ``inconclusive`` (no evidence any more), ``timeout`` and ``n/a``
+included. A regression whose new status is ``xfail`` is *declared*: a spec
 says that failure is expected under B's library versions, so it is listed but does not fail the
 gate. Runs may come from different library versions or machines: that is the point.
 """
@@ -10,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import results
-from .report import run_summary
+from .report import checked_rows, run_summary
 
 KEY = ["model", "code_source", "adapter", "check"]
 WORKS = ("pass", "xpass")
@@ -59,7 +59,9 @@ class RunDiff:
 
 
 def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
-    da, db = results.read_run(run_a), results.read_run(run_b)
+    """ValueError when either run is damaged or has no cells: against nothing, every cell would
+    read as new or vanished and an empty baseline would pass any gate."""
+    da, db = checked_rows(run_a, "run A"), checked_rows(run_b, "run B")
     out = RunDiff(a=run_summary(run_a, da), b=run_summary(run_b, db))
     ia = {tuple(r[k] for k in KEY): r for r in da.to_dict("records")}
     ib = {tuple(r[k] for k in KEY): r for r in db.to_dict("records")}

@@ -8,7 +8,8 @@ from pathlib import Path
 from . import names, results
 
 STATUS_COLORS = {"pass": "#4caf50", "fail": "#e53935", "error": "#fb8c00", "xfail": "#bdbdbd",
-                 "xpass": "#fdd835", "skip": "#90caf9"}
+                 "xpass": "#fdd835", "skip": "#90caf9", "inconclusive": "#9575cd", "timeout": "#d81b60",
+                 "n/a": "#eeeeee"}
 NOT_IN_MATRIX = "#ffffff"
 
 
@@ -21,7 +22,7 @@ def write_plots(run_dir: Path) -> list[Path]:
     from matplotlib.patches import Patch
 
     run_dir = Path(run_dir)
-    df = results.read_run(run_dir)
+    df = results.read_run(run_dir)  # damaged parts left out: a finished run still gets its pictures
     if not len(df):
         return []
     written = []
@@ -51,7 +52,7 @@ def write_plots(run_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         drew = False
         for r in group.itertuples():
-            curve = json.loads(r.details).get("curve") if r.details else None
+            curve = _curve(r.details)
             if curve:
                 steps, values = zip(*curve)
                 ax.plot(steps, values, marker="o", markersize=2, label=f"{r.adapter} ({r.status})")
@@ -70,3 +71,12 @@ def write_plots(run_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _curve(details) -> list | None:
+    """The loss curve of a train row's details, or None when absent or not readable as one."""
+    try:
+        curve = json.loads(details).get("curve") if isinstance(details, str) else None
+        return [(float(x), float(y)) for x, y in curve] if curve else None
+    except (ValueError, TypeError, AttributeError):
+        return None

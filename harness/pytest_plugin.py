@@ -142,7 +142,7 @@ def pytest_configure(config):
         config._pc_run_id = config.option.run_id or results.new_run_id()
         config._pc_started = results.now()
         config._pc_worker = "main"
-    config._pc_run_dir = results.runs_root(Path(config.option.results_dir)) / config._pc_run_id
+    config._pc_run_dir = results.run_dir_for(Path(config.option.results_dir), config._pc_run_id)
     config._pc_writer = None
     config._pc_models = {}
     _OUTCOMES.clear()
@@ -181,7 +181,7 @@ class _XdistHooks:
                    finished_at=results.now(), worker="controller")
         writer = getattr(config, "_pc_crash_writer", None) or results.PartWriter(config._pc_run_dir, "controller")
         config._pc_crash_writer = writer
-        writer.add(row)
+        _add_row(writer, row)
         _OUTCOMES.append(("error", cell.id, cell.spec.name, row["message"]))
 
 
@@ -193,7 +193,7 @@ def _settings(config) -> dict:
     """What changes a verdict: a run id re-used with other settings would mix incomparable rows."""
     opt = config.option
     return {"steps": opt.steps, "dtype": opt.dtype, "device": _device(config), "seed": opt.seed,
-            "code_source": opt.code_source}
+            "code_source": opt.code_source, "num_virtual_tokens_override": None}
 
 
 def pytest_sessionstart(session):
@@ -201,14 +201,16 @@ def pytest_sessionstart(session):
     if not hasattr(config, "_pc_run_id") or not _is_controller(config):
         return
     ids = [c.id for c in config._pc_cells] + [p.id for p in config._pc_spec_problems]
-    earlier = results.read_run_meta(config._pc_run_dir)
+    earlier, damaged = results.read_run_meta_checked(config._pc_run_dir)
+    if damaged:
+        raise pytest.UsageError(f"--run-id {config._pc_run_id}: {damaged}; use another --run-id")
     if earlier:
         conflict = results.settings_conflict(earlier, _settings(config))
         if conflict:
             raise pytest.UsageError(conflict)
     # A reused run id (same settings) adds to what the run covers: its earlier rows stay.
     ids = sorted(set(earlier.get("expected_cell_ids", [])) | set(ids))
-    results.write_run_meta(config._pc_run_dir, {
+    _write_meta(config._pc_run_dir, {
         "run_id": config._pc_run_id, "started_at": config._pc_started, "finished_at": None,
         "expected_cells": len(ids), "expected_cell_ids": ids, **_settings(config), "versions": _versions(),
         "git_commit": results.git_commit(), "models": config.option.models, "adapters": config.option.adapters,
@@ -224,9 +226,16 @@ def pytest_sessionfinish(session, exitstatus):
     if meta:
         meta["finished_at"] = results.now()
         meta["exit_status"] = int(exitstatus)
-        results.write_run_meta(config._pc_run_dir, meta)
+        _write_meta(config._pc_run_dir, meta)
         if os.environ.get("PREFIX_COMPAT_PLOTS", "1") != "0":
             _write_plots(config._pc_run_dir)
+
+
+def _write_meta(run_dir, meta) -> None:
+    try:
+        results.write_run_meta(run_dir, meta)
+    except results.ResultsWriteError as e:
+        pytest.exit(f"prefix-compat: {e}", returncode=3)
 
 
 def _write_plots(run_dir) -> None:
@@ -374,7 +383,7 @@ def pytest_runtest_makereport(item, call):
         if call.when == "teardown":
             row = _problem_row(item.config, problem, item.nodeid)
             row["finished_at"] = results.now()
-            _writer(item.config).add(row)
+            _add_row(_writer(item.config), row)
             report.user_properties.append(("pc_outcome", ("error", problem.id, problem.name, str(problem.error))))
         return
     if not isinstance(cell, Cell):
@@ -398,7 +407,7 @@ def pytest_runtest_makereport(item, call):
         row["duration_s"] = time.time() - row.pop("_t0")
         row["finished_at"] = results.now()
         row.setdefault("status", "error")
-        _writer(item.config).add(row)
+        _add_row(_writer(item.config), row)
         report.user_properties.append(("pc_outcome", (row["status"], cell.id, cell.spec.name, row.get("message") or "")))
 
 
@@ -430,6 +439,15 @@ def _writer(config) -> results.PartWriter:
     if config._pc_writer is None:
         config._pc_writer = results.PartWriter(config._pc_run_dir, config._pc_worker)
     return config._pc_writer
+
+
+def _add_row(writer, row) -> None:
+    """A row that cannot be written (a full disk) ends the run with one clear line; every row
+    written before stays intact on disk."""
+    try:
+        writer.add(row)
+    except results.ResultsWriteError as e:
+        pytest.exit(f"prefix-compat: {e}", returncode=3)
 
 
 def _first_line(text: str) -> str:

@@ -1,9 +1,9 @@
 """Compatibility tables of a run, for docs: Markdown or HTML.
 
 One row per model row (family, code source, KV layout, concat dim), one column per adapter x
-check; cells are pass / FAIL / expected-fail / error / skipped, with numbered footnotes carrying
-the reason or the first line of the error. The header names the environment and whether the
-run is complete.
+check; cells are pass / FAIL / expected-fail / ERROR / XPASS / skipped / inconclusive / TIMEOUT /
+n/a, with numbered footnotes carrying the reason or the first line of the error. The header names
+the environment and whether the run is complete. A damaged run or one without cells makes no table.
 """
 from __future__ import annotations
 
@@ -15,18 +15,26 @@ import pandas as pd
 from . import names, results
 
 CELL_TEXT = {"pass": "pass", "fail": "FAIL", "error": "ERROR", "xfail": "expected-fail", "xpass": "XPASS",
-             "skip": "skipped"}
+             "skip": "skipped", "inconclusive": "inconclusive", "timeout": "TIMEOUT", "n/a": "n/a"}
 MISSING = "-"
 LEGEND = ("Cells: `pass`, `FAIL` (measured and missed its bar), `ERROR` (raised), `expected-fail` (a failure the "
-          "spec declares, with its reason), `XPASS` (a declared failure that now passes), `skipped`, `-` (not in "
+          "spec declares, with its reason), `XPASS` (a declared failure that now passes), `skipped`, "
+          "`inconclusive` (the check's control could not show the check can fail here: not a pass), `TIMEOUT` "
+          "(ran past its time limit), `n/a` (the model has no attention KV cache to prefix), `-` (not in "
           "the matrix). [n] points to a note. Adapters: `harness` (ours), `naive` (the textbook [b, h, s, d] "
           "prefix), `peft` (PEFT's prefix tuning).")
+COLORS = {"pass": "#c8f7c5", "FAIL": "#f7c5c5", "ERROR": "#f7d9c5", "expected-fail": "#eeeeee",
+          "XPASS": "#f7f0c5", "skipped": "#ffffff", "inconclusive": "#e3d7f5", "TIMEOUT": "#f5c6e0",
+          "n/a": "#f4f4f4", MISSING: "#ffffff"}
 
 
-def run_summary(run_dir: Path, df: pd.DataFrame | None = None) -> dict:
-    """Environment and completeness of a run, from its rows and run.json."""
+def run_summary(run_dir: Path, df: pd.DataFrame | None = None, problems: list[str] | None = None) -> dict:
+    """Environment and completeness of a run, from its rows and run.json; ``problems`` lists its
+    damaged files (read here when ``df`` is not given). A damaged run is never complete."""
     meta = results.read_run_meta(run_dir)
-    df = results.read_run(run_dir) if df is None else df
+    if df is None:
+        df, problems = results.read_run_checked(run_dir)
+    problems = list(problems or [])
     first = df.iloc[0].to_dict() if len(df) else {}
     versions = meta.get("versions") or {}
 
@@ -37,8 +45,8 @@ def run_summary(run_dir: Path, df: pd.DataFrame | None = None) -> dict:
     expected = meta.get("expected_cells")
     wanted = set(meta.get("expected_cell_ids") or [])
     have = {n.split("[", 1)[-1].rstrip("]") for n in df["nodeid"].dropna()} if len(df) else set()
-    complete = meta.get("finished_at") is not None and (wanted <= have if wanted else
-                                                        expected is not None and len(df) >= expected)
+    complete = not problems and meta.get("finished_at") is not None and (
+        wanted <= have if wanted else expected is not None and len(df) >= expected)
     return {
         "run_id": meta.get("run_id", Path(run_dir).name),
         "date": meta.get("started_at") or get("started_at", "?"),
@@ -50,7 +58,21 @@ def run_summary(run_dir: Path, df: pd.DataFrame | None = None) -> dict:
         "rows": len(df), "expected": expected,
         "complete": complete, "missing": sorted(wanted - have),
         "counts": df["status"].value_counts().to_dict() if len(df) else {},
+        "problems": problems,
     }
+
+
+def checked_rows(run_dir: Path, what: str = "run") -> pd.DataFrame:
+    """The rows of a run that is whole and measured something; ValueError in one line otherwise
+    (a table or diff of half a run would silently pass for the whole)."""
+    df, problems = results.read_run_checked(run_dir)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"{what} {run_dir} is damaged: {problems[0]}{more}; move the damaged file aside "
+                         f"to use the rest")
+    if not len(df):
+        raise ValueError(f"{what} {run_dir} has no cells: nothing was measured")
+    return df
 
 
 def _columns(df: pd.DataFrame) -> list[tuple[str, str]]:
@@ -113,7 +135,7 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None) -> str:
     """The table of one run, or with ``pivot`` (e.g. ``transformers``) one table across several
     runs with a row per (model, pivot value): a cell per (model, adapter, check, version)."""
     run_dirs = [Path(p) for p in (run_dirs if isinstance(run_dirs, (list, tuple)) else [run_dirs])]
-    frames = [results.read_run(p) for p in run_dirs]
+    frames = [checked_rows(p) for p in run_dirs]
     summaries = [run_summary(p, df) for p, df in zip(run_dirs, frames)]
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=results.COLUMNS)
     pivot_col = PIVOTS[pivot] if pivot else None
@@ -163,8 +185,6 @@ def _markdown(summaries, info_head, cols, body, notes) -> str:
 
 def _html(summaries, info_head, cols, body, notes) -> str:
     esc = html.escape
-    colors = {"pass": "#c8f7c5", "FAIL": "#f7c5c5", "ERROR": "#f7d9c5", "expected-fail": "#eeeeee",
-              "XPASS": "#f7f0c5", "skipped": "#ffffff", MISSING: "#ffffff"}
     out = ["<!doctype html><meta charset='utf-8'><title>prefix-compat</title>",
            "<style>td,th{border:1px solid #999;padding:2px 6px;font:13px sans-serif}table{border-collapse:collapse}</style>",
            "".join(f"<p>{esc(_env_line(s))}</p>" for s in summaries) + "<table><tr>"]
@@ -174,7 +194,7 @@ def _html(summaries, info_head, cols, body, notes) -> str:
         out.append("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in info))
         for text, n in cells:
             sup = f"<sup>{n}</sup>" if n else ""
-            out.append(f"<td style='background:{colors.get(text, '#fff')}'>{esc(text)}{sup}</td>")
+            out.append(f"<td style='background:{COLORS.get(text, '#fff')}'>{esc(text)}{sup}</td>")
         out.append("</tr>")
     out.append("</table><ol>" + "".join(f"<li>{esc(t)}</li>" for _, t in notes.items()) + "</ol>\n")
     return "".join(out)

@@ -34,11 +34,11 @@ def test_no_temp_files_are_left_and_a_failed_write_keeps_the_old_file(tmp_path, 
         raise OSError("disk full")
 
     monkeypatch.setattr(results.pq, "write_table", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(results.ResultsWriteError, match="disk full"):
         w.add(row(check="train"))
     assert w.path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == [w.path.name]
-    assert w.path.name.startswith("part-") and w.path.name.endswith("-main.parquet")  # part-<host>-<worker>
+    assert w.path.name.startswith("part-") and w.path.name.endswith(f"-{os.getpid()}-main.parquet")
 
 
 def test_bad_status_is_refused(tmp_path):
@@ -67,9 +67,13 @@ def test_run_meta_round_trips_and_runs_are_listed_oldest_first(tmp_path):
 
 def test_a_reused_run_id_keeps_earlier_rows_and_readers_keep_the_latest_per_cell(tmp_path):
     results.PartWriter(tmp_path, "gw0").add(row(check="accepts", status="fail", finished_at="2026-01-01T00:00:01"))
+    first = next(tmp_path.glob("part-*.parquet"))
+    before = first.read_bytes()
     again = results.PartWriter(tmp_path, "gw0")  # a second session with the same run id
     again.add(row(check="train", finished_at="2026-01-01T00:00:02"))
     again.add(row(check="accepts", status="pass", finished_at="2026-01-01T00:00:03"))
-    assert len(pq.read_table(again.path)) == 3
+    # The second session never reads or rewrites the first one's part: it writes its own.
+    assert again.path != first and first.read_bytes() == before
+    assert len(pq.read_table(again.path)) == 2
     df = results.read_run(tmp_path).set_index("check")
     assert df.loc["accepts", "status"] == "pass" and len(df) == 2
