@@ -613,7 +613,7 @@ def load_specs_report(paths=None, build: bool = False,
             continue
         found = spec_paths([given])
         if given.is_dir() and not found:
-            errors.append(SpecError(given, "(folder)", f"no spec files (*{' or *'.join(SPEC_SUFFIXES)}) in this folder",
+            errors.append(SpecError(given, "(folder)", f"no spec files found in this folder (*{', *'.join(SPEC_SUFFIXES)})",
                                     "give the folder that holds the spec files, e.g. model_specs/"))
         for path in found:
             key = path.resolve()

@@ -70,7 +70,7 @@ def test_corpus_has_forty_distinct_mistakes():
     # every check_buildable branch is exercised by at least one file
     built = {CASES[p.name][0] for p in FILES if "buildable" in CASES[p.name][1]}
     assert {"build.config", "kv.layout", "kv.heads", "kv.head_dim", "kv.layers", "cache.argument",
-            "conventions.position_ids", "conventions.attention_mask"} <= built
+            "conventions.position_ids", "conventions.attention_mask", "(forward)"} <= built
 
 
 @pytest.mark.parametrize("path", SINGLE, ids=lambda p: p.name)
