@@ -793,7 +793,6 @@ def _compare_kv(spec: ModelSpec, config, dims, batch: int, length: int, which: s
            "check kv.layout, kv.heads and kv.head_dim against the model's attention code")
 
 
-
 def check_buildable(spec: ModelSpec, memory_bytes: int | None = None) -> dict:
     """Build the spec's tiny model and check its cache against the spec; raise a SpecError naming
     the field otherwise. What `validate` runs (load_spec itself builds nothing).
