@@ -18,7 +18,7 @@ from packaging.version import Version
 
 from . import names
 from .expr import ConfigExpr, ExprError
-from .layout import Layout, LayoutError
+from .layout import AXES, Layout, LayoutError
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "model_specs"
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -117,6 +117,13 @@ class ExpectedFailure:
     code_sources: tuple[str, ...]
     versions: tuple[tuple[str, SpecifierSet], ...]  # (package, range)
     reason: str
+    # When given, the declaration covers only a failure whose message contains this text
+    # (case-sensitive substring): another error in the same cell is an error, not an expected failure.
+    raises: str | None = None
+
+    def covers_message(self, message: str | None) -> bool:
+        """Whether a failure with this message is the one declared (always, when no ``raises``)."""
+        return self.raises is None or (message is not None and self.raises in message)
 
     def matches(self, adapter: str, check: str, variant: str, code_source: str, versions: dict[str, str]) -> bool:
         def hit(value, allowed):
@@ -475,7 +482,15 @@ def _read_expected(r: _Reader, data, variant_names) -> tuple[ExpectedFailure, ..
     for i, item in enumerate(data):
         fld = f"expected_failures[{i}]"
         e = r.mapping(item, fld, {"adapter": True, "check": True, "variant": False, "code_source": False,
-                                  "transformers": False, "peft": False, "torch": False, "reason": True})
+                                  "transformers": False, "peft": False, "torch": False, "raises": False,
+                                  "reason": True})
+        raises = None
+        if "raises" in e:  # any non-empty text; whitespace counts (it is matched as written)
+            if not isinstance(e["raises"], str) or not e["raises"].strip():
+                r.fail(f"{fld}.raises", f"expected the text of the error, got {e['raises']!r}",
+                       "write a fragment of the expected error message, e.g. raises: \"not subscriptable\", "
+                       "or remove raises to cover any failure")
+            raises = e["raises"]
         versions = tuple((pkg, r.specifier(e[pkg], f"{fld}.{pkg}")) for pkg in ("transformers", "peft", "torch") if e.get(pkg))
         out.append(ExpectedFailure(
             adapters=r.names(e["adapter"], f"{fld}.adapter", names.ADAPTERS),
@@ -484,6 +499,7 @@ def _read_expected(r: _Reader, data, variant_names) -> tuple[ExpectedFailure, ..
             code_sources=r.names(e.get("code_source", "*"), f"{fld}.code_source", names.CODE_SOURCES),
             versions=versions,
             reason=r.string(e["reason"], f"{fld}.reason"),
+            raises=raises,
         ))
     return tuple(out)
 
@@ -498,7 +514,7 @@ def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
     for fld, name in (("build.config_class", spec.build.config_class), ("build.class", spec.build.model_class)):
         try:
             classes[fld] = resolve_class(spec.build.code_source, name)
-        except (ImportError, AttributeError) as e:
+        except Exception as e:  # noqa: BLE001 - missing, misspelt, or a module that fails on import
             r.fail(fld, f"{name!r} cannot be found ({e})",
                    "name a class of transformers, or module:Class for a reference model")
     known = _config_keys(classes["build.config_class"])
@@ -559,19 +575,93 @@ def build_config(spec: ModelSpec):
 
 
 # ----------------------------------------------------------------------------- discovery
+def _looks_like_spec(path: Path) -> bool:
+    """A file in a spec folder that is meant as a spec: .yaml/.yml in any letter case (so a
+    ``Mistral.YAML`` is refused by name instead of silently ignored), hidden files excepted."""
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in SPEC_SUFFIXES
+
+
 def spec_paths(paths=None) -> list[Path]:
     """Spec files under the given files/folders (default: the repo's model_specs/)."""
     out: list[Path] = []
     for p in [Path(x) for x in (paths or [SPEC_DIR])]:
         if p.is_dir():
-            out.extend(sorted(x for x in p.iterdir() if x.suffix in SPEC_SUFFIXES))
+            out.extend(sorted(x for x in p.iterdir() if _looks_like_spec(x)))
         else:
             out.append(p)
     return out
 
 
+def load_specs_report(paths=None, build: bool = False,
+                      memory_bytes: int | None = None) -> tuple[list[ModelSpec], list[SpecError]]:
+    """Every spec under the given files/folders (default: model_specs/), never stopping at a bad one.
+    With ``build``, each spec that loads must also pass check_buildable (its model is built and run
+    once: about 0.05 s a spec after a few seconds of imports) or it is an error too.
+
+    Returns (good specs, errors), each in file order; one bad file costs only its own spec. Errors
+    besides each file's own: a given path that does not exist (field ``(file)``), a given folder with
+    no spec files (``(folder)``), and two files giving one spec name (``x.yaml`` + ``x.yml``, or one
+    stem in two folders): both are refused (``(file name)``), each naming the other, since keeping
+    either would silently drop or mix the other's rows."""
+    errors: list[SpecError] = []
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for given in [Path(x) for x in (paths or [SPEC_DIR])]:
+        if not given.exists():
+            errors.append(SpecError(given, "(file)", "no such file or folder",
+                                    "check the path: give a spec file or a folder of them, e.g. model_specs/"))
+            continue
+        found = spec_paths([given])
+        if given.is_dir() and not found:
+            errors.append(SpecError(given, "(folder)", f"no spec files found in this folder (*{', *'.join(SPEC_SUFFIXES)})",
+                                    "give the folder that holds the spec files, e.g. model_specs/"))
+        for path in found:
+            key = path.resolve()
+            if key not in seen:  # the same file given twice (folder and file) is one spec, not a clash
+                seen.add(key)
+                files.append(path)
+
+    by_name: dict[str, list[Path]] = {}
+    for path in files:
+        by_name.setdefault(path.stem, []).append(path)
+
+    specs: list[ModelSpec] = []
+    for path in files:
+        others = [str(o) for o in by_name[path.stem] if o != path]
+        if others:
+            errors.append(SpecError(
+                path, "(file name)", f"spec name {path.stem!r} is also given by {', '.join(others)}",
+                "rename or remove one of them: the file stem is the spec name and must be unique "
+                "(x.yaml and x.yml are the same spec)"))
+            continue
+        try:
+            spec = load_spec(path)
+            if build:
+                check_buildable(spec, memory_bytes)
+            specs.append(spec)
+        except SpecError as e:
+            errors.append(e)
+        except Exception as e:  # noqa: BLE001 - a loader bug must still cost only this file
+            errors.append(SpecError(path, "(file)", f"the loader failed: {type(e).__name__}: {e}",
+                                    "run `prefix-compat validate` on this file and report the traceback as a bug"))
+    errors.sort(key=lambda e: _order(e, files))
+    return specs, errors
+
+
+def _order(error: SpecError, files: list[Path]) -> int:
+    """Errors in file order (path errors, which name no discovered file, first)."""
+    for i, path in enumerate(files):
+        if str(path) == error.path:
+            return i + 1
+    return 0
+
+
 def load_specs(paths=None) -> list[ModelSpec]:
-    return [load_spec(p) for p in spec_paths(paths)]
+    """Like load_specs_report, but raises the first error (for callers that need every spec)."""
+    specs, errors = load_specs_report(paths)
+    if errors:
+        raise errors[0]
+    return specs
 
 
 def load_specs_report(paths=None) -> tuple[list[ModelSpec], list[SpecError]]:
@@ -597,3 +687,214 @@ def find_spec_for(config, specs=None) -> ModelSpec:
             f"(known: {known}); add a spec file or pass spec=..."
         )
     return hits[0]
+
+
+# ----------------------------------------------------------------------------- buildability
+# load_spec stays cheap (no model is built); `validate` and the matrix call this once per spec.
+_FLOAT32_BYTES = 4
+# The matrix holds each model twice at once: the one a worker builds and the copy each cell gets.
+_COPIES_HELD = 2
+# Fixes for build errors whose cause is a well-known config mistake (generic torch / transformers
+# messages, not model names).
+_BUILD_HINTS = (
+    ("Padding_idx must be within num_embeddings",
+     "set pad_token_id below vocab_size (e.g. pad_token_id: 0): the config class's default is above the tiny vocab"),
+    ("must be divisible by", "make hidden_size a multiple of num_attention_heads (and of num_key_value_heads)"),
+)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory this machine can give a new allocation now: MemAvailable from /proc/meminfo
+    (counts reclaimable cache, unlike free pages), else sysconf's free pages; None if unknown."""
+    import os
+
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2 ** 30:.3g} GiB"
+
+
+def _estimate_size(spec: ModelSpec, config) -> tuple[int, int] | None:
+    """(parameters, bytes in float32) of the spec's model, built on the meta device: shapes only,
+    nothing allocated, so a 70B config costs milliseconds. None when the class cannot be built
+    there (code that reads tensor values in __init__); the real build then runs unguarded."""
+    import torch
+
+    from .models import resolve_class
+
+    model_cls = resolve_class(spec.build.code_source, spec.build.model_class)
+    try:
+        with torch.device("meta"):
+            model = model_cls(config)
+    except Exception:  # noqa: BLE001 - the real build below reports a genuine build error
+        return None
+    params = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() * (_FLOAT32_BYTES if b.is_floating_point() else b.element_size()) for b in model.buffers())
+    return params, params * _FLOAT32_BYTES + buffers
+
+
+def _tell_apart_sizes(dims, n_inserts: int) -> tuple[int, int]:
+    """Batch and length for the probe forward: 2 x 3 unless that collides with the spec's heads or
+    head dim, so that every axis of the cache has a size of its own and a swapped layout shows."""
+    taken = {dims.heads, dims.head_dim}
+    batch = 2
+    while batch in taken:
+        batch += 1
+    length = max(3, n_inserts + 1)
+    while length in taken | {batch}:
+        length += 1
+    return batch, length
+
+
+def _attributes_equal(config, value: int) -> list[str]:
+    """Integer config attributes equal to a measured size: the likely right expression."""
+    try:
+        items = config.to_dict().items()
+    except Exception:  # noqa: BLE001 - a config without to_dict: no hint
+        return []
+    return sorted(k for k, v in items if isinstance(v, int) and not isinstance(v, bool) and v == value
+                  and not k.endswith(("_id", "_ids")))[:4]  # token ids are never sizes
+
+
+def _given(value: int, candidates, config) -> str:
+    """``4 (num_attention_heads)``: the value and the expression it came from (a literal alone)."""
+    text = next((str(c) for c in candidates if c.applies(config)), "?")
+    return str(value) if text == str(value) else f"{value} ({text})"
+
+
+def _compare_kv(spec: ModelSpec, config, dims, batch: int, length: int, which: str, shape: tuple) -> None:
+    """One layer's K (or V) shape against the spec's layout and sizes; a mismatch names its field."""
+    r = _Reader(Path(spec.path))
+    layout = spec.kv.layout
+    sizes = {"b": batch, "s": length, "h": dims.heads, "d": dims.head_dim}
+    want = layout.shape(**sizes)
+    if len(shape) != 4:
+        r.fail("kv.layout", f"the spec gives {layout} but the model caches {len(shape)}-D {which} tensors "
+               f"(shape {shape})", "this cache is not one K/V tensor of four axes per layer; it needs a new container")
+    if tuple(shape) == want:
+        return
+    if sorted(shape) == sorted(want):  # the right sizes in another order: the layout is wrong
+        from itertools import permutations
+
+        fits = [f"[{', '.join(p)}]" for p in permutations(AXES) if tuple(sizes[a] for a in p) == tuple(shape)]
+        r.fail("kv.layout", f"the spec gives {layout} (a {which} of shape {want} for batch {batch}, {length} tokens), "
+               f"the model's cache holds {which} of shape {tuple(shape)}",
+               f"write layout: {fits[0] if fits else 'the order the model uses'}")
+    at = {a: shape[layout.dim(a)] for a in AXES}  # measured sizes, read with the spec's layout
+    if at["b"] == batch and at["s"] == length:  # batch and sequence sit where the layout says
+        for axis, fld, candidates in (("h", "kv.heads", spec.kv.heads), ("d", "kv.head_dim", spec.kv.head_dim)):
+            if at[axis] != sizes[axis]:
+                names_ = _attributes_equal(config, at[axis])
+                hint = f" (config attributes equal to {at[axis]}: {', '.join(names_)})" if names_ else ""
+                r.fail(fld, f"the spec gives {_given(sizes[axis], candidates, config)}, the model's cache "
+                       f"measured {at[axis]} ({which} of shape {tuple(shape)} in {layout})",
+                       f"point {fld} at the config value the cache uses{hint}")
+    r.fail("kv.layout", f"the spec gives {layout} with heads {dims.heads} and head dim {dims.head_dim} (a {which} of "
+           f"shape {want} for batch {batch}, {length} tokens); the model's cache holds {which} of shape "
+           f"{tuple(shape)}, which no order of those sizes gives",
+           "check kv.layout, kv.heads and kv.head_dim against the model's attention code")
+
+
+def check_buildable(spec: ModelSpec, memory_bytes: int | None = None) -> dict:
+    """Build the spec's tiny model and check its cache against the spec; raise a SpecError naming
+    the field otherwise. What `validate` runs (load_spec itself builds nothing).
+
+    1. Size, without allocating (meta device): refused when the matrix's copies of the model would
+       not fit ``memory_bytes`` (default: this machine's available memory).
+    2. The real model (CPU, float32): a build error is an error on build.config, with the fix.
+    3. One forward with a cache on random rows (batch x length chosen apart from the head sizes,
+       the spec's ``inputs`` respected), through the spec's contract (mask, positions, argument).
+    4. The returned cache: its layer count, and every layer's K and V shape against kv.layout with
+       kv.heads and kv.head_dim as the spec's expressions give them.
+
+    Returns what was measured: params, bytes, layers, k_shape, v_shape (layer 0), tokens, seconds."""
+    import inspect
+    import time
+
+    import torch
+
+    from .containers import container, returned_cache
+    from .contract import CacheContract
+    from .conventions import MASKS, POSITIONS
+    from .models import build_model, kv_dims
+    from .oracle import make_inputs
+
+    started = time.perf_counter()
+    r = _Reader(Path(spec.path))
+    config = build_config(spec)  # load_spec already built it once, so this cannot fail here
+    measured: dict = {"params": None, "bytes": None}
+    size = _estimate_size(spec, config)
+    if size is not None:
+        params, nbytes = size
+        measured.update(params=params, bytes=nbytes)
+        memory = available_memory_bytes() if memory_bytes is None else memory_bytes
+        if memory is not None and nbytes * _COPIES_HELD > memory:
+            r.fail("build.config", f"the model needs about {_gib(nbytes)} ({params:,} parameters in float32; the "
+                   f"matrix holds {_COPIES_HELD} copies: {_gib(nbytes * _COPIES_HELD)}) but this machine has "
+                   f"{_gib(memory)} available", "make the tiny config smaller (a few layers, hidden_size 64, vocab 256)")
+
+    try:
+        model = build_model(spec, code_source=spec.build.code_source, device="cpu", dtype=torch.float32)
+    except Exception as e:  # noqa: BLE001 - any build failure is the spec's build section
+        text = f"{type(e).__name__}: {e}"
+        fix = next((f for key, f in _BUILD_HINTS if key in text),
+                   f"give {spec.build.config_class} values its model accepts")
+        r.fail("build.config", f"{spec.build.model_class} cannot be built from it: {text}", fix)
+
+    declared = spec.cache.argument
+    params_ = inspect.signature(model.forward).parameters
+    if declared != "auto" and declared not in params_:
+        # with **kwargs the model would swallow the cache silently, so the name must be a parameter
+        r.fail("cache.argument", f"{type(model).__name__}.forward has no {declared!r} parameter",
+               "write argument: auto (the harness then picks cache= or past_key_values= by the signature)")
+
+    dims = kv_dims(spec, model.config)
+    batch, length = _tell_apart_sizes(dims, len(spec.inputs.insert_tokens))
+    generator = torch.Generator().manual_seed(0)
+    ids, mask = make_inputs(spec, model.config, batch, length, generator, "cpu")
+    for fld, table, name in (("conventions.attention_mask", MASKS, spec.conventions.attention_mask),
+                             ("conventions.position_ids", POSITIONS, spec.conventions.position_ids)):
+        try:
+            table[name](model.config, 0, ids, mask, length)
+        except Exception as e:  # noqa: BLE001 - the convention does not fit this model or its inputs
+            r.fail(fld, f"{name} cannot be built for this model: {type(e).__name__}: {e}",
+                   "choose the convention of this model's family (see harness/conventions.py), "
+                   "or give the tokens it needs in inputs.insert_tokens")
+    contract = CacheContract.for_model(model, spec)
+    try:
+        with torch.no_grad():
+            out = model(**contract.model_kwargs(ids, ids, mask, 0))
+    except Exception as e:  # noqa: BLE001 - which field is wrong cannot be told from here
+        r.fail("(forward)", f"one forward with a cache on {batch}x{length} tokens failed: {type(e).__name__}: {e}",
+               "check build.config, conventions and inputs against the model's forward")
+
+    cache = returned_cache(out)
+    if cache is None:
+        r.fail("cache.container", "the forward returned no cache with use_cache=True",
+               "this model keeps no KV cache the harness can reach: prefix tuning does not apply to it")
+    try:
+        pairs = [(tuple(k.shape), tuple(v.shape)) for k, v in container(spec.cache.container).unpack(cache)]
+    except Exception as e:  # noqa: BLE001 - not per-layer (K, V) tensors: not a cache this spec describes
+        r.fail("cache.container", f"the returned {type(cache).__name__} cannot be read as per-layer K/V tensors "
+               f"({type(e).__name__}: {e})", "name the container the model uses, or add one in harness/containers/")
+    if len(pairs) != dims.layers:
+        names_ = _attributes_equal(model.config, len(pairs))
+        hint = f" (config attributes equal to {len(pairs)}: {', '.join(names_)})" if names_ else ""
+        r.fail("kv.layers", f"the spec gives {_given(dims.layers, spec.kv.layers, model.config)}, the model's "
+               f"cache measured {len(pairs)} layers", f"point kv.layers at the config value the cache uses{hint}")
+    for k_shape, v_shape in pairs:
+        _compare_kv(spec, model.config, dims, batch, length, "K", k_shape)
+        _compare_kv(spec, model.config, dims, batch, length, "V", v_shape)
+    measured.update(layers=len(pairs), k_shape=pairs[0][0], v_shape=pairs[0][1],
+                    tokens=(batch, length), seconds=round(time.perf_counter() - started, 3))
+    return measured

@@ -180,6 +180,14 @@ CASES = [
      "expected_failures[0].transformers", ["not a version range", "PEP 440"]),
     ("expected_transformers_bare_number", "llama", set_("expected_failures.0.transformers", 5),
      "expected_failures[0].transformers", ["not a version range"]),
+    ("expected_raises_empty", "llama", set_("expected_failures.0.raises", ""), "expected_failures[0].raises",
+     ["expected the text of the error", "remove raises"]),
+    ("expected_raises_blank", "llama", set_("expected_failures.0.raises", "  "), "expected_failures[0].raises",
+     ["expected the text of the error"]),
+    ("expected_raises_number", "llama", set_("expected_failures.0.raises", 3), "expected_failures[0].raises",
+     ["got 3"]),
+    ("expected_raises_list", "llama", set_("expected_failures.0.raises", ["a", "b"]), "expected_failures[0].raises",
+     ["expected the text of the error"]),
     ("expected_torch_bad_range", "llama", set_("expected_failures.0.torch", "2.x"), "expected_failures[0].torch",
      ["not a version range"]),
     ("build_code_source_hint", "llama", set_("build.code_source", "transformer"), "build.code_source",
@@ -361,6 +369,18 @@ def test_odd_files_get_a_named_field(tmp_path, content):
     assert info.value.field.strip() and info.value.fix.strip()
     assert f": {info.value.field}: " in str(info.value)
 
+
+
+def test_raises_narrows_an_expected_failure_to_its_text(tmp_path):
+    path = mutated(tmp_path, "qwen", set_("expected_failures.3.raises", "object is not subscriptable"))
+    declared = load_spec(path).expected_failures
+    assert declared[3].raises == "object is not subscriptable"
+    assert declared[3].covers_message("TypeError: 'DynamicCache' object is not subscriptable")
+    assert not declared[3].covers_message("ModuleNotFoundError: No module named 'einops'")
+    assert not declared[3].covers_message("TypeError: 'DynamicCache' object is not Subscriptable")  # case counts
+    assert not declared[3].covers_message(None)
+    assert declared[0].raises is None  # without raises, any failure of the cell is the declared one
+    assert declared[0].covers_message("anything at all") and declared[0].covers_message(None)
 
 
 def test_yaml_merge_key_is_accepted(tmp_path):
