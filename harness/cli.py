@@ -10,27 +10,31 @@ from .spec import SpecError, load_spec, spec_paths
 
 
 def cmd_validate(args) -> int:
-    missing = [p for p in args.paths if not Path(p).exists()]
-    if missing:
-        for p in missing:
-            print(f"error: {p}: no such file or folder", file=sys.stderr)
-        return 2
-    paths = spec_paths(args.paths or None)
-    if not paths:
+    """Load every spec, then build its tiny model and run it once with a cache: the spec's layout,
+    heads and head dims must be what the real cache holds, and the model must fit in memory."""
+    from .spec import check_buildable, load_specs_report
+
+    specs, errors = load_specs_report(args.paths or None)
+    loaded = []
+    for spec in specs:
+        if not args.no_build:
+            try:
+                m = check_buildable(spec)
+            except SpecError as e:
+                errors.append(e)
+                continue
+            measured = f"; built: {m['params']:,} parameters, K {tuple(m['k_shape'])}, V {tuple(m['v_shape'])}"
+        else:
+            measured = ""
+        print(f"ok: {spec.path} ({spec.family}, {spec.kv.layout}, concat dim {spec.kv.concat_dim}{measured})")
+        loaded.append(spec)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if not specs and not errors:
         print("no spec files found", file=sys.stderr)
         return 2
-    bad, loaded = 0, []
-    for path in paths:
-        try:
-            spec = load_spec(path)
-        except SpecError as e:
-            bad += 1
-            print(f"error: {e}", file=sys.stderr)
-            continue
-        print(f"ok: {path} ({spec.family}, {spec.kv.layout}, concat dim {spec.kv.concat_dim})")
-        loaded.append(spec)
     _warn_ambiguous_matches(loaded)
-    return 2 if bad else 0
+    return 2 if errors else 0
 
 
 def _warn_ambiguous_matches(specs) -> None:
@@ -158,6 +162,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("validate", help="check spec files; exit 2 with file/field/fix messages when bad")
     p.add_argument("paths", nargs="*", help="spec files or folders (default: model_specs/)")
+    p.add_argument("--no-build", action="store_true", help="only read the files (skip building each tiny model)")
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("report", help="compatibility table of a run (the newest by default)")
     p.add_argument("runs", nargs="*", help="run folder(s) or run id(s); several need --pivot")

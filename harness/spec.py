@@ -664,18 +664,6 @@ def load_specs(paths=None) -> list[ModelSpec]:
     return specs
 
 
-def load_specs_report(paths=None) -> tuple[list[ModelSpec], list[SpecError]]:
-    """Every loadable spec, and one SpecError per file that is not: one bad file never removes
-    the others."""
-    specs, errors = [], []
-    for p in spec_paths(paths):
-        try:
-            specs.append(load_spec(p))
-        except SpecError as e:
-            errors.append(e)
-    return specs, errors
-
-
 def find_spec_for(config, specs=None) -> ModelSpec:
     """The spec whose ``match`` section fits a model config (first by file name on ties)."""
     specs = specs if specs is not None else load_specs()

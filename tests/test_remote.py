@@ -24,11 +24,30 @@ def test_a_folder_with_the_pinned_code_is_used(tmp_path, monkeypatch):
     assert locate_code(spec) == (tmp_path, None)
 
 
-def test_a_folder_with_other_code_is_refused_naming_the_file(tmp_path, monkeypatch):
+def test_a_folder_with_other_code_is_refused_naming_every_file(tmp_path, monkeypatch):
     spec = spec_with_code(tmp_path, b"some other revision")
+    pinned = {**spec.remote.sha256, "configuration_qwen.py": hashlib.sha256(b"cfg").hexdigest(),
+              "qwen_generation_utils.py": hashlib.sha256(b"utils").hexdigest()}
+    spec = dataclasses.replace(spec, remote=dataclasses.replace(spec.remote, sha256=pinned))
+    (tmp_path / "configuration_qwen.py").write_bytes(b"cfg")  # this one matches
     monkeypatch.setenv(code_dir_variable("qwen"), str(tmp_path))
     path, why = locate_code(spec)
-    assert path is None and "modeling_qwen.py is not the pinned revision ffe04dd57f85" in why
+    assert path is None and "is not the code of Qwen/Qwen-7B @ ffe04dd57f85" in why
+    assert "modeling_qwen.py has sha256" in why and "qwen_generation_utils.py is missing" in why
+    assert "configuration_qwen.py" not in why
+    assert f"prefix-compat probe --code-dir {tmp_path}" in why  # how to check that revision instead
+
+
+def test_code_the_user_named_is_never_skipped(tmp_path, monkeypatch):
+    """A refused folder the user pointed at is an error when the model is built, not a quiet skip."""
+    spec = spec_with_code(tmp_path, b"some other revision")
+    monkeypatch.setenv(TRUST_ENV, "1")
+    monkeypatch.setenv(code_dir_variable("qwen"), str(tmp_path))
+    assert remote_skip_reason(Cell(spec, spec.variants[0], "harness", "accepts", "remote")) is None
+    from harness.remote import build_remote_model
+
+    with pytest.raises(RuntimeError, match="modeling_qwen.py has sha256"):
+        build_remote_model(spec)
 
 
 def test_without_opt_in_remote_cells_say_what_to_set(monkeypatch):
