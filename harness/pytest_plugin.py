@@ -479,7 +479,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for status, cell_id, spec, message in _OUTCOMES:
         counts[status] += 1
         if status in groups:
-            groups[status][(message.split(" (declared")[0][:300], spec)].append(cell_id)
+            groups[status][(" ".join(message.split(" (declared")[0].split())[:300], spec)].append(cell_id)
     for status, title in LOUD.items():
         if not groups[status]:
             continue

@@ -1,0 +1,37 @@
+"""Models that misbehave on purpose, for the plugin's fault-injection tests (built by specs in a
+temporary folder; PYTHONPATH points at tests/)."""
+import time
+
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+class FaultConfig(LlamaConfig):
+    pass
+
+
+class HangingLM(LlamaForCausalLM):
+    """A forward that never returns (as a deadlocked kernel would)."""
+
+    def forward(self, *args, **kwargs):
+        time.sleep(3600)
+
+
+class MissingPackageLM(LlamaForCausalLM):
+    """A forward that needs a package that is not installed (remote code importing einops)."""
+
+    def forward(self, *args, **kwargs):
+        raise ModuleNotFoundError("No module named 'einops'")
+
+
+class RaisingLM(LlamaForCausalLM):
+    """A forward that rejects the cache with a model-side error."""
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError("Sizes of tensors must match except in dimension 1")
+
+
+class UnbuildableConfig(LlamaConfig):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if kwargs:  # transformers builds an empty default config for introspection; the spec's fails
+            raise OSError("cannot read the checkpoint's config (injected)")
