@@ -145,6 +145,9 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None) -> str:
         shared = owners[owners > 1]
         if len(shared):
             raise ValueError(f"several runs have {pivot} {', '.join(shared.index)}: pass one run per {pivot} value")
+    # A spec file that did not load has one row (check "spec"): listed under the table, not in it.
+    broken = df[df["check"] == "spec"].to_dict("records") if len(df) else []
+    df = df[df["check"] != "spec"] if len(df) else df
     cols = _columns(df)
     keys = ["model", "code_source", "_pivot"]
     rows = (df.groupby(keys, sort=False).agg(family=("family", "first"), kv_layout=("kv_layout", "first"),
@@ -156,10 +159,20 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None) -> str:
     for r in rows.to_dict("records"):
         cells = [_cell(index.get((r["model"], r["code_source"], r["_pivot"], a, c)), notes) for a, c in cols]
         info = [r["model"]] + ([r["_pivot"]] if pivot else []) + [r["family"], r["code_source"], r["kv_layout"],
-                                                                    str(r["concat_dim"])]
-        body.append((info, cells))
+                                                                    r["concat_dim"]]
+        body.append(([_text(x) for x in info], cells))
     info_head = ["model"] + ([pivot] if pivot else []) + ["family", "code", "KV layout", "concat dim"]
-    return (_markdown if fmt == "md" else _html)(summaries, info_head, cols, body, notes)
+    spec_errors = [f"{r['model']}: {_text(r['message'])}" for r in broken]
+    return (_markdown if fmt == "md" else _html)(summaries, info_head, cols, body, notes, spec_errors)
+
+
+def _text(value) -> str:
+    """A table cell's text: '' for a missing value (None or NaN), whole numbers without '.0'."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _env_line(s: dict) -> str:
@@ -170,7 +183,7 @@ def _env_line(s: dict) -> str:
             f"{state}; {s['rows']} cells: {counts}")
 
 
-def _markdown(summaries, info_head, cols, body, notes) -> str:
+def _markdown(summaries, info_head, cols, body, notes, spec_errors=()) -> str:
     head = info_head + [f"{a}<br>{c}" for a, c in cols]
     lines = ["# Prefix tuning compatibility", ""] + [f"_{_env_line(s)}_  " for s in summaries]
     lines += ["", LEGEND, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -180,10 +193,13 @@ def _markdown(summaries, info_head, cols, body, notes) -> str:
     if notes.notes:
         lines += ["", "Notes:", ""]
         lines += [f"{n}. {text.replace('|', '/')}" for n, text in notes.items()]
+    if spec_errors:
+        lines += ["", "Spec files that did not load (no cells were run for them):", ""]
+        lines += [f"- {' '.join(e.split())}" for e in spec_errors]
     return "\n".join(lines) + "\n"
 
 
-def _html(summaries, info_head, cols, body, notes) -> str:
+def _html(summaries, info_head, cols, body, notes, spec_errors=()) -> str:
     esc = html.escape
     out = ["<!doctype html><meta charset='utf-8'><title>prefix-compat</title>",
            "<style>td,th{border:1px solid #999;padding:2px 6px;font:13px sans-serif}table{border-collapse:collapse}</style>",
@@ -197,4 +213,7 @@ def _html(summaries, info_head, cols, body, notes) -> str:
             out.append(f"<td style='background:{COLORS.get(text, '#fff')}'>{esc(text)}{sup}</td>")
         out.append("</tr>")
     out.append("</table><ol>" + "".join(f"<li>{esc(t)}</li>" for _, t in notes.items()) + "</ol>\n")
+    if spec_errors:
+        out.append("<p>Spec files that did not load (no cells were run for them):</p><ul>"
+                   + "".join(f"<li>{esc(e)}</li>" for e in spec_errors) + "</ul>\n")
     return "".join(out)

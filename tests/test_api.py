@@ -62,3 +62,21 @@ def test_detach_removes_the_fix_hooks():
     assert pm.fixes_applied
     assert pm.detach() is base
     assert not any(m._forward_pre_hooks for m in base.modules())
+
+
+def test_generate_takes_left_padded_batches_row_by_row_as_unpadded():
+    """Batched generation pads on the left: each row must generate what it would alone. Holds where
+    the spec passes positions counted over real tokens (explicit_offset, glm_2d)."""
+    from harness.oracle import make_inputs
+
+    for name in ("llama", "qwen1.5", "chatglm2", "chatglm"):
+        base = model(name)
+        pm = harness.prefix_tune(base, num_virtual_tokens=3, spec=name)
+        g = torch.Generator().manual_seed(3)
+        pm.encoder.plant(real_prefix_kv(pm.contract, base, torch.randint(0, 200, (3,), generator=g),
+                                        make_inputs(pm.spec, base.config, 1, 5, g, "cpu")[0]))
+        ids, mask = make_inputs(pm.spec, base.config, 3, 6, g, "cpu", lengths=[6, 4, 5], side="left")
+        batch = pm.generate(ids, attention_mask=mask, max_new_tokens=5)[:, 6:]
+        for row in range(3):
+            alone = ids[row:row + 1, mask[row].bool()]
+            assert torch.equal(pm.generate(alone, max_new_tokens=5)[:, alone.shape[1]:], batch[row:row + 1]), (name, row)

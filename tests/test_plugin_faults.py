@@ -120,3 +120,17 @@ def test_a_reused_run_id_with_other_settings_is_refused(tmp_path):
     assert again.returncode == 4 and "steps=60" in again.stdout + again.stderr
     df = results.read_run(results.runs_root(tmp_path / "results") / "same")
     assert df["steps"].tolist() == [60]
+
+
+def test_the_report_of_a_faulty_run_lists_the_spec_that_did_not_load(faulty_run, tmp_path):
+    from harness.report import table
+
+    text = table([_run_dir(faulty_run)])
+    assert "Spec files that did not load" in text and "broken.yaml" in text
+    assert "| hangs |" in text and "TIMEOUT" in text
+
+
+def _run_dir(faulty_run) -> Path:
+    done, _ = faulty_run
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("prefix-compat: run faults"))
+    return Path(line.rsplit("rows in ", 1)[1].strip())
