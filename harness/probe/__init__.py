@@ -69,7 +69,7 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
     # settings of the config.json that differ from the class defaults and are not sizes: kept in every build
     kept = {k: v for k, v in config_json.items() if k not in shrunk.overrides and class_defaults.get(k, object()) != v}
     fixed = dict(fixed or {})
-    if defaults.get("is_decoder") is False and "decoder" not in model_class.__name__.lower():
+    if defaults.get("is_decoder") is False:
         # encoder stacks that transformers can run causally (BERT-like *ForCausalLM / *LMHeadModel) only
         # do so with is_decoder=True; without it they are encoders, and there is no past to prefix
         fixed["is_decoder"] = True

@@ -174,13 +174,14 @@ def _variations(shrunk: S.Shrunk) -> list[tuple[str, dict]]:
         change = {r["heads"]: S.HEADS * 2}
         if "hidden" in r:
             change[r["hidden"]] = S.HIDDEN * 2  # keep hidden / heads = 16: only the head count moves
+            change.update(_follow_hidden(base, 2))
         if shrunk.tied_kv:
             change[r["kv_heads"]] = S.HEADS * 2
         out.append(("heads", S.merged(base, **change)))
     if "kv_heads" in r:
         out.append(("kv_heads", S.merged(base, **{r["kv_heads"]: 1})))
     head_dim_attrs = [r["head_dim"]] if "head_dim" in r else []
-    head_dim_attrs += [a for a in ("kv_channels", "d_head", "head_size") if a in base and a not in head_dim_attrs]
+    head_dim_attrs += [a for a in S.ROLES["head_dim"] if _int(base.get(a)) and a not in head_dim_attrs]
     head_dim_attrs += [a for a in ("kv_lora_rank", "qk_rope_head_dim", "v_head_dim", "qk_nope_head_dim") if a in base]
     for attr in head_dim_attrs:
         change = {attr: base[attr] // 2}
@@ -188,11 +189,24 @@ def _variations(shrunk: S.Shrunk) -> list[tuple[str, dict]]:
             change[shrunk.ties[attr]] = base[attr] // 2
         out.append((f"attr:{attr}", S.merged(base, **change)))
     if "hidden" in r and "heads" in r:
-        out.append(("hidden", S.merged(base, **{r["hidden"]: S.HIDDEN // 2})))
+        out.append(("hidden", S.merged(base, **{r["hidden"]: S.HIDDEN // 2, **_follow_hidden(base, 0.5)})))
         if head_dim_attrs:  # hidden and head dim together, for code that needs them consistent
-            both = {r["hidden"]: S.HIDDEN // 2, **{a: base[a] // 2 for a in head_dim_attrs[:1]}}
+            both = {r["hidden"]: S.HIDDEN // 2, **{a: base[a] // 2 for a in head_dim_attrs[:1]}, **_follow_hidden(base, 0.5)}
             out.append(("hidden+attr", S.merged(base, **both)))
     return out
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+# Recurrent sizes tied to the hidden size (Mamba-2: heads * head dim == expand * hidden; Zamba-2's
+# attention width is 2 * hidden): they follow a hidden-size change, so only the attention axes move.
+_HIDDEN_FOLLOWERS = ("mamba_n_heads", "n_mamba_heads", "mamba_num_heads", "attention_hidden_size")
+
+
+def _follow_hidden(base: dict, factor: float) -> dict:
+    return {a: int(base[a] * factor) for a in _HIDDEN_FOLLOWERS if _int(base.get(a))}
 
 
 def _moved(base: tuple, other: tuple | None) -> set[int] | None:
@@ -227,6 +241,13 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
         kinds = sorted({type(x).__name__ for x in getattr(returned(run_forward(model, BATCH, SEQ, vocab_limit)), "layers", [])})
         raise NotApplicable(f"the {base.cache_type} returned holds no attention K/V in any layer"
                             + (f" (its layers: {', '.join(kinds)})" if kinds else "") + ": recurrent state only")
+    if len(attn) < len(base.keys):
+        kinds = [type(x).__name__ for x in getattr(returned(run_forward(model, BATCH, SEQ, vocab_limit)), "layers", [])]
+        others = sorted({kinds[i] for i in range(len(kinds)) if i not in attn}) if kinds else []
+        raise Hybrid(f"hybrid: attention K/V in cache layers {attn} of {len(base.keys)}, the others hold "
+                     f"{', '.join(others) or 'no K/V'} (recurrent / state-space state); a prefix on the attention "
+                     f"layers alone needs a container that fills only those layers and leaves the recurrent state "
+                     f"empty, which harness/containers does not have, so it is not measured", attn, len(base.keys), kinds)
     k0, v0 = base.keys[attn[0]], base.values[attn[0]]
     if len(k0) != 4 or len(v0) != 4:
         raise ProbeError(f"one layer's K is {len(k0)}-D {k0} and V {len(v0)}-D {v0}; the spec format "
@@ -293,13 +314,6 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
         raise ProbeError(f"K {k0} and V {v0} have different head counts")
 
     heads = _flagged(heads, k0[h], h, builder, shrunk, vocab_limit, notes)
-    if len(attn) < len(base.keys):
-        kinds = [type(x).__name__ for x in getattr(returned(run_forward(model, BATCH, SEQ, vocab_limit)), "layers", [])]
-        others = sorted({kinds[i] for i in range(len(kinds)) if i not in attn}) if kinds else []
-        raise Hybrid(f"hybrid: attention K/V in cache layers {attn} of {len(base.keys)}, the others hold "
-                     f"{', '.join(others) or 'no K/V'} (recurrent / state-space state); a prefix on the attention "
-                     f"layers alone needs a container that fills only those layers and leaves the recurrent state "
-                     f"empty, which harness/containers does not have, so it is not measured", attn, len(base.keys), kinds)
     layers = _layers_expr(base, attn, r, cfg, shapes, notes)
     if errors:
         notes.append("variations the code rejected (no evidence from them): " +

@@ -34,6 +34,14 @@ EXPERTS = {("num_experts", "num_local_experts", "n_routed_experts", "moe_num_exp
 # Multi-head latent attention (DeepSeek-V2/V3 and descendants): what their cache slots are sized by.
 LATENT = {"kv_lora_rank": 24, "q_lora_rank": 40, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 12}
 SIDE = re.compile(r"^(encoder|decoder)_(layers|attention_heads|ffn_dim)$")
+# Recurrent / state-space / linear-attention sizes of hybrids: tiny and mutually consistent
+# (Mamba-2 needs heads * head dim == expand * hidden: 8 * 16 == 2 * 64).
+RECURRENT = {"mamba_n_heads": 8, "n_mamba_heads": 8, "mamba_num_heads": 8, "mamba_d_head": 16, "mamba_head_dim": 16,
+             "mamba_headdim": 16, "mamba_expand": 2, "mamba_d_state": 16, "ssm_state_size": 16, "state_size": 16,
+             "mamba_n_groups": 1, "n_groups": 1, "linear_num_heads": 4, "linear_head_dim": 16,
+             "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_key_head_dim": 16,
+             "linear_value_head_dim": 16, "attention_hidden_size": 128, "attention_head_dim": 32}
+LAYER_INDEX_LISTS = ("_layer_indices", "_idxs", "_layer_ids", "_layers_idx")
 WINDOWS = ("sliding_window", "attention_window", "local_window_size", "window_size")
 PERIODS = {"_period": 2, "_offset": 1}
 
@@ -120,6 +128,13 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
         m = SIDE.match(name)
         if m and _is_int(value) and name not in out:
             out[name] = {"layers": layers, "attention_heads": HEADS, "ffn_dim": INTER}[m.group(2)]
+    for name, value in RECURRENT.items():
+        if _is_int(defaults.get(name)) and name not in out:
+            out[name] = value
+    for name, value in defaults.items():  # which layers are attention: at least one, below the layer count
+        if name.endswith(LAYER_INDEX_LISTS) and (value is None or isinstance(value, list)) and name not in out:
+            if value is None or all(_is_int(v) for v in value):
+                out[name] = [layers - 1]
     windows = {}
     for name in WINDOWS:
         if name in keys:
@@ -135,7 +150,8 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     layer_lists = []
     if _is_int(old_n):
         for name, value in defaults.items():
-            if isinstance(value, (list, str)) and len(value) == old_n and old_n > 1 and name not in out:
+            pattern = isinstance(value, list) or (isinstance(value, str) and len(set(value)) <= 4)  # "M-M*"
+            if pattern and len(value) == old_n and old_n > 1 and name not in out:
                 out[name] = _resize_pattern(value, old_n, layers)
                 layer_lists.append(name)
     # Sub-configs (text_config, vision_config...) shrink the same way.
