@@ -44,7 +44,7 @@ class ProbeResult:
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    text = " ".join(str(e).split())[:300]  # multi-line validator messages: keep the substance
     return f"{type(e).__name__}: {text}"
 
 

@@ -164,12 +164,89 @@ class KVInference:
     wrapped: str | None = None
 
 
+def _repairs(shrunk: S.Shrunk):
+    """(what, overrides) to try when the tiny config does not build or run, mildest first; each
+    keeps the earlier ones. Validators and code often tie sizes together in ways a name cannot tell."""
+    r, o = shrunk.roles, dict(shrunk.overrides)
+    if r.get("kv_heads") and r.get("heads") and o[r["kv_heads"]] != o[r["heads"]]:
+        o = S.merged(o, **{r["kv_heads"]: o[r["heads"]]})
+        yield f"{r['kv_heads']} = {r['heads']}", o, None
+    if "layers" in r:  # a layer pattern may put attention only every few layers
+        more = S.with_layers(shrunk, 4)
+        if r.get("kv_heads"):
+            more[r["kv_heads"]] = o[r["kv_heads"]]  # with the KV-head repair above, if it was made
+        yield "4 layers", more, 4
+    if r.get("heads") and r.get("head_dim") and o.get(r["head_dim"]):  # heads x head dim == 2 x hidden (Mamba-2)
+        yield f"{r['heads']} doubled", S.merged(o, **{r["heads"]: 2 * o[r["heads"]]}), None
+    per_tok = [k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "experts_per_token") if k in o]
+    if per_tok:
+        yield "1 expert per token", S.merged(o, **{k: 1 for k in per_tok}), None
+
+
+def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: list):
+    """The base model and its observation, repairing the tiny config if it fails (noted). A config
+    that builds only at its class-default sizes still gives the n/a / hybrid verdict."""
+    try:
+        model, _ = builder.build(shrunk.overrides)
+        return model, observe(run_forward(model, BATCH, SEQ, vocab_limit))
+    except NotApplicable:
+        raise
+    except Exception as e:  # noqa: BLE001
+        first = e
+        if "only contain LinearAttention layers" in str(e):  # transformers' cache: no attention layer at all
+            raise NotApplicable(f"no layer of the model caches attention K/V ({' '.join(str(e).split())[:200]})") from None
+    why = f"{type(first).__name__}: {' '.join(str(first).split())[:160]}"
+    for what, overrides, layers in _repairs(shrunk):
+        try:
+            model, _ = builder.build(overrides)
+            ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+        except NotApplicable:
+            raise
+        except Exception:  # noqa: BLE001 - try the next repair
+            continue
+        shrunk.overrides = overrides
+        if layers:
+            shrunk.n_layers = layers
+        if what.endswith(f"= {shrunk.roles.get('heads')}"):
+            shrunk.tied_kv = True
+        notes.append(f"tiny config repaired ({what}): the first try failed ({why})")
+        return model, ob
+    # last resort, for the verdict only: the class-default sizes with few layers and a tiny vocab
+    minimal = {a: v for a, v in shrunk.overrides.items() if a in (shrunk.roles.get("layers"), shrunk.roles.get("vocab"))
+               or a.endswith(("_token_id", "_token_index"))}
+    if _default_params(shrunk) > 6e8:  # too big to build on a shared CPU box: no verdict rather than an OOM kill
+        raise first from None
+    try:
+        model, _ = builder.build(minimal)
+        ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+    except NotApplicable:
+        raise
+    except Exception:  # noqa: BLE001
+        raise first from None
+    if any(k is not None for k in ob.keys):
+        raise ProbeError(f"the tiny config does not build or run ({why}); only the class-default sizes do, too "
+                         f"large to vary one at a time")
+    raise NotApplicable(f"the {ob.cache_type} returned holds no attention K/V in any layer (class-default sizes; "
+                        f"the tiny config failed: {why})")
+
+
+def _default_params(shrunk: S.Shrunk) -> float:
+    """A rough parameter count of the class-default sizes with the tiny layer count (unknown: huge)."""
+    d, r = shrunk.defaults, shrunk.roles
+    hidden = d.get(r.get("hidden")) if r.get("hidden") else None
+    if not _int(hidden):
+        return float("inf")
+    inter = max([d[k] for k in S.INTERMEDIATE if _int(d.get(k))] or [4 * hidden])
+    experts = max([d[k] for names in S.EXPERTS for k in names[:1] if _int(d.get(k))] or [1])
+    return shrunk.n_layers * (4 * hidden * hidden + 3 * hidden * inter * experts)
+
+
 def _variations(shrunk: S.Shrunk) -> list[tuple[str, dict]]:
     """(name, overrides) for every size the config lets us vary; inputs vary separately."""
     r, base = shrunk.roles, shrunk.overrides
     out = []
     if "layers" in r:
-        out.append(("layers", S.with_layers(shrunk, S.LAYERS + 1)))
+        out.append(("layers", S.with_layers(shrunk, shrunk.n_layers + 1)))
     if "heads" in r:
         change = {r["heads"]: S.HEADS * 2}
         if "hidden" in r:
@@ -218,24 +295,7 @@ def _moved(base: tuple, other: tuple | None) -> set[int] | None:
 def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInference:
     """Run the base and every variation and name the axes. Raises NotApplicable / ProbeError."""
     notes: list[str] = []
-    try:
-        model, config = builder.build(shrunk.overrides)
-        base = observe(run_forward(model, BATCH, SEQ, vocab_limit))
-    except NotApplicable:
-        raise
-    except Exception as first:  # noqa: BLE001 - some code needs as many KV heads as heads: retry once so
-        kv, hs = shrunk.roles.get("kv_heads"), shrunk.roles.get("heads")
-        if not (kv and hs) or shrunk.overrides[kv] == shrunk.overrides[hs]:
-            raise
-        shrunk.overrides[kv] = shrunk.overrides[hs]
-        try:
-            model, config = builder.build(shrunk.overrides)
-            base = observe(run_forward(model, BATCH, SEQ, vocab_limit))
-        except Exception:  # noqa: BLE001
-            raise first from None
-        shrunk.tied_kv = True
-        notes.append(f"{kv} set equal to {hs}: with {kv} < {hs} the tiny model failed "
-                     f"({type(first).__name__}: {str(first).splitlines()[0][:120]})")
+    model, base = _build_base(builder, shrunk, vocab_limit, notes)
     attn = [i for i, k in enumerate(base.keys) if k is not None]
     if not attn:
         kinds = sorted({type(x).__name__ for x in getattr(returned(run_forward(model, BATCH, SEQ, vocab_limit)), "layers", [])})
@@ -244,6 +304,9 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
     if len(attn) < len(base.keys):
         kinds = [type(x).__name__ for x in getattr(returned(run_forward(model, BATCH, SEQ, vocab_limit)), "layers", [])]
         others = sorted({kinds[i] for i in range(len(kinds)) if i not in attn}) if kinds else []
+        if others and set(others) <= {kinds[i] for i in attn}:  # same layer class, just unfilled: not recurrent
+            raise ProbeError(f"the {base.cache_type} has {len(base.keys)} layers but only {attn} hold K/V, and the "
+                             f"empty ones are the same {', '.join(others)}: a layer count not recognised")
         raise Hybrid(f"hybrid: attention K/V in cache layers {attn} of {len(base.keys)}, the others hold "
                      f"{', '.join(others) or 'no K/V'} (recurrent / state-space state); a prefix on the attention "
                      f"layers alone needs a container that fills only those layers and leaves the recurrent state "

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 ROLES = {
     "hidden": ("hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "hidden_dim", "model_dim", "dim"),
     "layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "num_decoder_layers"),
-    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads"),
+    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads", "attention_heads"),
     "kv_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num", "n_kv_heads",
                  "num_kv_groups", "kv_heads", "num_key_value_groups"),
     "head_dim": ("head_dim", "kv_channels", "attention_head_dim", "d_head", "head_size", "d_kv", "dim_head"),
@@ -28,19 +28,22 @@ INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", "d
                 "moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size",
                 "mlp_dim", "inner_dim", "ffn_intermediate_size", "dense_intermediate_size")
 EXPERTS = {("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"): 4,
-           ("num_experts_per_tok", "moe_topk", "num_selected_experts", "experts_per_token"): 2,
+           ("num_experts_per_tok", "moe_topk", "moe_k", "num_selected_experts", "experts_per_token"): 2,
            ("n_shared_experts", "num_shared_experts"): 1, ("n_group", "topk_group"): 1,
            ("first_k_dense_replace",): 1}
 # Multi-head latent attention (DeepSeek-V2/V3 and descendants): what their cache slots are sized by.
 LATENT = {"kv_lora_rank": 24, "q_lora_rank": 40, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 12}
-SIDE = re.compile(r"^(encoder|decoder)_(layers|attention_heads|ffn_dim)$")
+# the other stack of encoder-decoder families (BART: encoder_layers; ProphetNet: num_encoder_layers)
+SIDE = re.compile(r"^(?:num_)?(encoder|decoder)_(layers|attention_heads|ffn_dim)$")
 # Recurrent / state-space / linear-attention sizes of hybrids: tiny and mutually consistent
 # (Mamba-2 needs heads * head dim == expand * hidden: 8 * 16 == 2 * 64).
 RECURRENT = {"mamba_n_heads": 8, "n_mamba_heads": 8, "mamba_num_heads": 8, "mamba_d_head": 16, "mamba_head_dim": 16,
              "mamba_headdim": 16, "mamba_expand": 2, "mamba_d_state": 16, "ssm_state_size": 16, "state_size": 16,
              "mamba_n_groups": 1, "n_groups": 1, "linear_num_heads": 4, "linear_head_dim": 16,
              "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_key_head_dim": 16,
-             "linear_value_head_dim": 16, "attention_hidden_size": 128, "attention_head_dim": 32}
+             "linear_value_head_dim": 16, "attention_head_dim": 32}
+# partial rotary: at most the tiny head dim's half (GPT-J / CodeGen default 64 > head dim 16)
+ROTARY = {"rotary_dim": 8}
 LAYER_INDEX_LISTS = ("_layer_indices", "_idxs", "_layer_ids", "_layers_idx")
 WINDOWS = ("sliding_window", "attention_window", "local_window_size", "window_size")
 PERIODS = {"_period": 2, "_offset": 1}
@@ -64,7 +67,8 @@ class Shrunk:
     defaults: dict = field(default_factory=dict)  # the class defaults (top level), for the draft's notes
     ties: dict = field(default_factory=dict)  # attribute -> attribute the code needs equal (MLA head_dim)
     tied_kv: bool = False
-    params: set | None = None  # KV heads had to equal heads for the tiny model to run
+    params: set | None = None
+    n_layers: int = LAYERS  # KV heads had to equal heads for the tiny model to run
 
 
 def defaults_of(config_class) -> dict:
@@ -128,9 +132,14 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
         m = SIDE.match(name)
         if m and _is_int(value) and name not in out:
             out[name] = {"layers": layers, "attention_heads": HEADS, "ffn_dim": INTER}[m.group(2)]
-    for name, value in RECURRENT.items():
+    for name, value in {**RECURRENT, **ROTARY}.items():
         if _is_int(defaults.get(name)) and name not in out:
             out[name] = value
+    hid = roles.get("hidden")
+    if hid and _is_int(defaults.get("attention_hidden_size")) and _is_int(defaults.get(hid)):
+        ratio = defaults["attention_hidden_size"] / defaults[hid]  # RWKV: 1 x hidden; Zamba-2: 2 x hidden
+        if ratio in (0.5, 1, 2, 4):
+            out["attention_hidden_size"] = int(HIDDEN * ratio)
     for name, value in defaults.items():  # which layers are attention: at least one, below the layer count
         if name.endswith(LAYER_INDEX_LISTS) and (value is None or isinstance(value, list)) and name not in out:
             if value is None or all(_is_int(v) for v in value):
@@ -150,7 +159,8 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     layer_lists = []
     if _is_int(old_n):
         for name, value in defaults.items():
-            pattern = isinstance(value, list) or (isinstance(value, str) and len(set(value)) <= 4)  # "M-M*"
+            # lists, and pattern strings such as "M-M*-" (upper case and symbols: never a word like "gelu")
+            pattern = isinstance(value, list) or (isinstance(value, str) and value == value.upper())
             if pattern and len(value) == old_n and old_n > 1 and name not in out:
                 out[name] = _resize_pattern(value, old_n, layers)
                 layer_lists.append(name)
@@ -158,7 +168,7 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     for name, value in defaults.items():
         if isinstance(value, dict) and name.endswith("_config") and value:
             out[name] = shrink(value, layers).overrides
-    return Shrunk(out, roles, windows, layer_lists, defaults, ties=ties, params=params)
+    return Shrunk(out, roles, windows, layer_lists, defaults, ties=ties, params=params, n_layers=layers)
 
 
 def with_layers(shrunk: Shrunk, layers: int) -> dict:
