@@ -12,6 +12,7 @@ conventions by running the equivalence oracle with each candidate (pick.py), and
 """
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ def _first_line(e: Exception) -> str:
 # ----------------------------------------------------------------------------- the core
 def probe_classes(config_class, model_class, *, target: str, model_type: str, code_source: str,
                   class_names: tuple[str, str], config_json: dict | None = None, fixed: dict | None = None,
-                  remote: dict | None = None) -> ProbeResult:
+                  remote: dict | None = None, match_types: list | None = None) -> ProbeResult:
     """Probe a (config class, model class) pair: a transformers model, a reference model, or remote
     code already loaded. ``class_names`` = (model class, config class) as the spec writes them;
     ``config_json`` is a real config.json's settings (a remote folder's): its sizes are shrunk, its other
@@ -93,6 +94,10 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         kv = infer_kv(builder, shrunk, vocab_limit)
     except NotApplicable as e:
         res.status, res.reason = "n/a", str(e)
+        params = inspect.signature(model_class.forward).parameters
+        if "returns no cache" in res.reason and not {"cache", "past_key_values"} & set(params):
+            res.reason = ("the forward takes no cache argument (neither cache= nor past_key_values=) and returns "
+                          "none: there is no KV cache to put a prefix in")
         res.attention_layers = getattr(e, "attention_layers", None)
         return res
     except ProbeError as e:
@@ -109,7 +114,7 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
     argument = "auto" if code_source == "transformers" and kv.container == "transformers_cache" else kv.argument
     heads_value = _value(kv.heads, builder, shrunk)
     draft = D.make_draft(
-        family=model_type, model_types=[model_type],
+        family=model_type, model_types=list(dict.fromkeys(match_types or [model_type])),
         description=f"{class_names[0]} ({code_source}), drafted by prefix-compat probe",
         code_source=code_source, model_class=class_names[0], config_class=class_names[1],
         config={**kept, **shrunk.overrides, **fixed}, kv=kv, argument=argument,
@@ -196,8 +201,22 @@ def probe_model_type(model_type: str) -> ProbeResult:
         model_class, config_class = getattr(transformers, model_name), getattr(transformers, config_name)
     except Exception as e:  # noqa: BLE001 - a missing optional dependency, typically
         return ProbeResult(model_type, "probe-failed", f"{model_name} cannot be imported: {_first_line(e)}", model_type)
-    return probe_classes(config_class, model_class, target=model_type, model_type=model_type,
-                         code_source="transformers", class_names=(model_name, config_name))
+    own = getattr(model_class, "config_class", None)
+    note = None
+    if own is not None and own is not config_class and getattr(transformers, own.__name__, None) is own:
+        # the causal-LM class of a multimodal type takes only the text config (MllamaForCausalLM:
+        # MllamaTextConfig); the composite config's sizes sit in sub-configs no spec expression reaches
+        note = (f"{model_name} is built from {own.__name__} (model_type {getattr(own, 'model_type', '?')!r}), not "
+                f"{config_name}: the text model of a composite type")
+        config_class, config_name = own, own.__name__
+    res = probe_classes(config_class, model_class, target=model_type, model_type=model_type,
+                        code_source="transformers", class_names=(model_name, config_name),
+                        match_types=[model_type, getattr(own, "model_type", model_type)] if note else None)
+    if note:
+        res.notes.insert(0, note)
+        if res.yaml:
+            res.yaml = f"# note: {note}\n" + res.yaml
+    return res
 
 
 # Remote-code settings that select kernels or half precision: a CPU float32 probe turns them off.

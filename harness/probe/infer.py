@@ -165,22 +165,27 @@ class KVInference:
 
 
 def _repairs(shrunk: S.Shrunk):
-    """(what, overrides) to try when the tiny config does not build or run, mildest first; each
-    keeps the earlier ones. Validators and code often tie sizes together in ways a name cannot tell."""
-    r, o = shrunk.roles, dict(shrunk.overrides)
+    """(what, overrides, layers) to try when the tiny config does not build or run, mildest first,
+    each on top of the ones before. Validators and code often tie sizes together in ways a name
+    cannot tell."""
+    r, o, layers, done = shrunk.roles, dict(shrunk.overrides), None, []
     if r.get("kv_heads") and r.get("heads") and o[r["kv_heads"]] != o[r["heads"]]:
         o = S.merged(o, **{r["kv_heads"]: o[r["heads"]]})
-        yield f"{r['kv_heads']} = {r['heads']}", o, None
-    if "layers" in r:  # a layer pattern may put attention only every few layers
-        more = S.with_layers(shrunk, 4)
-        if r.get("kv_heads"):
-            more[r["kv_heads"]] = o[r["kv_heads"]]  # with the KV-head repair above, if it was made
-        yield "4 layers", more, 4
-    if r.get("heads") and r.get("head_dim") and o.get(r["head_dim"]):  # heads x head dim == 2 x hidden (Mamba-2)
-        yield f"{r['heads']} doubled", S.merged(o, **{r["heads"]: 2 * o[r["heads"]]}), None
+        done.append(f"{r['kv_heads']} = {r['heads']}")
+        yield ", ".join(done), o, layers
     per_tok = [k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "experts_per_token") if k in o]
     if per_tok:
-        yield "1 expert per token", S.merged(o, **{k: 1 for k in per_tok}), None
+        o = S.merged(o, **{k: 1 for k in per_tok})
+        done.append("1 expert per token")
+        yield ", ".join(done), o, layers
+    if "layers" in r:  # a layer pattern may put attention only every few layers
+        more = S.with_layers(shrunk, 4)
+        more.update({k: v for k, v in o.items() if k not in shrunk.layer_lists and k != r["layers"]})
+        o, layers = more, 4
+        done.append("4 layers")
+        yield ", ".join(done), o, layers
+    if r.get("heads") and r.get("head_dim") and o.get(r["head_dim"]):  # heads x head dim == 2 x hidden (Mamba-2)
+        yield ", ".join(done + [f"{r['heads']} doubled"]), S.merged(o, **{r["heads"]: 2 * o[r["heads"]]}), layers
 
 
 def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: list):
@@ -207,14 +212,14 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
         shrunk.overrides = overrides
         if layers:
             shrunk.n_layers = layers
-        if what.endswith(f"= {shrunk.roles.get('heads')}"):
+        if f"= {shrunk.roles.get('heads')}" in what:
             shrunk.tied_kv = True
         notes.append(f"tiny config repaired ({what}): the first try failed ({why})")
         return model, ob
     # last resort, for the verdict only: the class-default sizes with few layers and a tiny vocab
     minimal = {a: v for a, v in shrunk.overrides.items() if a in (shrunk.roles.get("layers"), shrunk.roles.get("vocab"))
                or a.endswith(("_token_id", "_token_index"))}
-    if _default_params(shrunk) > 6e8:  # too big to build on a shared CPU box: no verdict rather than an OOM kill
+    if _default_params(shrunk) > 3e8:  # too big to build on a shared CPU box: no verdict rather than an OOM kill
         raise first from None
     try:
         model, _ = builder.build(minimal)
@@ -316,8 +321,9 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
         raise ProbeError(f"one layer's K is {len(k0)}-D {k0} and V {len(v0)}-D {v0}; the spec format "
                          f"describes 4-D [b, h, s, d]-like tensors only")
     odd = sorted({(base.keys[i], base.values[i]) for i in attn} - {(k0, v0)})
-    if odd:
-        notes.append(f"attention layers differ in K/V shape: {[(k0, v0)] + odd} (read layer {attn[0]})")
+    if odd:  # e.g. sliding-window layers with their own head counts or head dims
+        raise ProbeError(f"attention layers differ in K/V shape ({[(k0, v0)] + odd}): the spec format has one "
+                         f"heads and one head_dim for every layer")
 
     shapes: dict[str, tuple] = {}  # variation -> (keys list, values list) or an error string
     errors: dict[str, str] = {}

@@ -115,10 +115,13 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     for name in INTERMEDIATE:
         if _is_int(defaults.get(name)):
             out[name] = INTER
+    has_experts = any(_is_int(defaults.get(n)) and defaults[n] > 1 for n in next(iter(EXPERTS)))
     for names, value in EXPERTS.items():
         for name in names:
             if _is_int(defaults.get(name)) and defaults[name] > 0:
                 out[name] = value
+            elif name in defaults and defaults[name] is None and has_experts and value == 2:
+                out[name] = value  # experts per token left unset (None) beside a set expert count
     for name, value in LATENT.items():
         if _is_int(defaults.get(name)) and defaults[name] > 0:
             out[name] = value
@@ -186,8 +189,8 @@ def _token_ids(defaults: dict) -> dict:
     for name, value in sorted(defaults.items()):
         if not (name.endswith("_token_id") or name.endswith("_token_index") or name.endswith("_token_ids")):
             continue
-        if _is_int(value):
-            out[name], nxt = nxt, nxt + 1
+        if _is_int(value) or (value is None and name in ("bos_token_id", "eos_token_id")):
+            out[name], nxt = nxt, nxt + 1  # bos/eos set even where the class leaves them None (validators ask)
         elif isinstance(value, list) and value and all(_is_int(v) for v in value):
             out[name] = list(range(nxt, nxt + len(value)))
             nxt += len(value)

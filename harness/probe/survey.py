@@ -20,13 +20,15 @@ MARKER = "<!-- survey: written by python -m harness.probe.survey -->"
 # reason -> group, first match wins (patterns over the probe's own messages)
 GROUPS = [
     (r"^hybrid", "hybrid: attention and recurrent layers (no container fills attention layers only)"),
-    (r"no attention K/V|returns no cache|holds no \(k, v\)|no per-layer keys", "no attention KV cache"),
+    (r"no attention K/V|returns no cache|holds no \(k, v\)|no per-layer keys|no layer of the model caches|takes no cache",
+     "no attention KV cache"),
     (r"^not a causal LM", "not a causal LM"),
     (r"K and V head dims differ", "K and V head dims differ (MLA latent cache; issue 9 item 3)"),
     (r"sub-config", "sizes in a sub-config (composite config; expressions name top-level attributes only)"),
     (r"no \(attention_mask, position_ids\) candidate", "no mask/position convention reproduces the logits"),
     (r"time limit", "over the time limit"),
-    (r"does not build or run: (\w+)", "tiny model does not build or run: {0}"),
+    (r"does not build or run:? \(?(\w+)", "tiny model does not build or run: {0}"),
+    (r"attention layers differ in K/V shape", "attention layers differ in K/V shape (per-layer sizes; one heads/head_dim per spec)"),
     (r"cannot tell the head-dim axis", "head-dim axis not traced"),
     (r"not traced to a config attribute", "head dim not traced to an attribute"),
     (r"not one K/V pair per layer|layer count", "layer count not traced"),
@@ -98,7 +100,7 @@ def markdown(rows: dict, versions: str, timeout: float) -> str:
     lines = [
         "## Survey", "",
         f"`python -m harness.probe.survey` over every model type in `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES` ({versions}), "
-        f"each in its own process with a {timeout:.0f} s limit. `ok`: kv and cache inferred and a mask/position "
+        f"in a pool of worker processes, each type under a {timeout:.0f} s limit. `ok`: kv and cache inferred and a mask/position "
         "convention measured to reproduce the full-context logits (relative error <= 1e-4, float32) with a "
         "real-token prefix; `n/a`: no attention KV cache to put a prefix in (or a hybrid whose attention layers "
         "alone cannot be filled yet); `probe-failed`: what blocked it is in the group name.", "",
