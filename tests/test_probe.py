@@ -128,3 +128,12 @@ def test_code_dir_pins_the_code(tmp_path):
     assert result.kv.layout == ["s", "b", "h", "d"] and result.conventions == ("extend_2d", "explicit_offset")
     drafted = load_draft(result.draft)
     assert drafted.remote.revision == head and drafted.build.code_source == "reference"
+
+
+def test_a_match_counts_only_when_the_prefix_matters():
+    from harness.probe.pick import Trial
+
+    assert Trial("extend_2d", "model_continues", 0.0, control=0.5).passed
+    assert not Trial("extend_2d", "model_continues", 0.0, control=0.0).passed  # logits ignore the prefix
+    assert not Trial("extend_2d", "model_continues", 2e-4, control=0.5).passed
+    assert not Trial("extend_2d", "model_continues", None, "TypeError").passed

@@ -31,10 +31,12 @@ class Trial:
     position_ids: str
     error: float | None  # worst relative error over single and padded batch; None when it raised
     message: str = ""
+    control: float | None = None  # error of the input alone (no prefix) against the same full context
 
     @property
     def passed(self) -> bool:
-        return self.error is not None and self.error <= TOLERANCE
+        # a match counts only when the prefix matters: without it the logits must differ (control)
+        return self.error is not None and self.error <= TOLERANCE and (self.control or 0.0) > TOLERANCE
 
 
 def load_draft(draft: dict, name: str = "probe_draft"):
@@ -45,8 +47,9 @@ def load_draft(draft: dict, name: str = "probe_draft"):
         return load_spec(path)
 
 
-def measure(model, spec, num_virtual_tokens: int, seed: int = 0) -> float:
-    """Worst relative error of a real-token prefix against the full-context logits."""
+def measure(model, spec, num_virtual_tokens: int, seed: int = 0) -> tuple[float, float]:
+    """(worst relative error of a real-token prefix against the full-context logits, the same for
+    the input alone: the control that shows the prefix matters at all)."""
     config = model.config
     contract = CacheContract.for_model(model, spec)
     gen = torch.Generator().manual_seed(seed)
@@ -57,12 +60,15 @@ def measure(model, spec, num_virtual_tokens: int, seed: int = 0) -> float:
     try:
         with torch.no_grad():
             pm.encoder.plant(real_prefix_kv(contract, model, prefix, one))
-            worst = 0.0
+            worst, control = 0.0, None
             for ids, mask in ((one, one_mask), (batch, batch_mask)):
                 want, _ = full_context(contract, model, prefix, ids, mask)
                 got = pm(ids, attention_mask=mask).logits
                 worst = max(worst, relative_error(got, want, mask))
-        return worst
+                if control is None:
+                    alone = model(**contract.model_kwargs(ids, ids, mask, 0)).logits
+                    control = relative_error(alone, want, mask)
+        return worst, control
     finally:
         pm.detach()
 
@@ -76,8 +82,10 @@ def pick_conventions(model, draft: dict, num_virtual_tokens: int) -> list[Trial]
             d["conventions"] = {"attention_mask": mask, "position_ids": pos}
             try:
                 spec = load_draft(d)
-                err = measure(model, spec, num_virtual_tokens)
-                trials.append(Trial(mask, pos, err, f"relative error {err:.2e}"))
+                err, control = measure(model, spec, num_virtual_tokens)
+                note = "" if control > TOLERANCE else " (inconclusive: the logits do not depend on the prefix)"
+                trials.append(Trial(mask, pos, err, f"relative error {err:.2e}, without prefix {control:.2e}{note}",
+                                    control))
             except Exception as e:  # noqa: BLE001 - a candidate the model rejects is a measured "no"
                 first = str(e).splitlines()[0][:200] if str(e) else ""
                 trials.append(Trial(mask, pos, None, f"{type(e).__name__}: {first}"))
