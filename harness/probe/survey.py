@@ -47,7 +47,7 @@ def group(status: str, reason: str) -> str:
     return re.sub(r"\d+", "N", reason.split(":")[0])[:80]
 
 
-class _TimeLimit(Exception):
+class _TimeLimit(BaseException):  # not an Exception: the probe's own handlers must not swallow it
     pass
 
 
