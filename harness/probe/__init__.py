@@ -1,0 +1,323 @@
+"""``prefix-compat probe``: draft a spec for any causal-LM model type, or a local remote-code folder.
+
+    from harness.probe import probe_model_type, probe_code_dir
+    result = probe_model_type("mistral")       # ProbeResult
+    print(result.yaml)                          # draft spec (None when status is "n/a")
+    result.status, result.reason, result.notes  # "ok" | "n/a" | "probe-failed", why, what was not inferred
+
+Steps: shrink the config (shrink.py), run the tiny model with a cache and vary one size at a time
+to name the cache axes and the attributes behind them (infer.py), then pick the mask and position
+conventions by running the equivalence oracle with each candidate (pick.py), and write the draft
+(draft.py). Nothing is guessed: what could not be told is listed with the reason.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import draft as D
+from . import shrink as S
+from .infer import Builder, NotApplicable, ProbeError, infer_kv
+from .pick import load_draft, pick_conventions
+
+STATUSES = ("ok", "n/a", "probe-failed")
+
+
+@dataclass
+class ProbeResult:
+    target: str  # the model type or the folder probed
+    status: str  # ok | n/a | probe-failed
+    reason: str = ""  # why n/a or what blocked the probe (empty when ok)
+    model_type: str | None = None
+    kv: object | None = None  # infer.KVInference
+    trials: list = field(default_factory=list)  # pick.Trial per convention candidate
+    conventions: tuple | None = None  # (attention_mask, position_ids) chosen
+    sliding_window: dict = field(default_factory=dict)
+    draft: dict | None = None
+    yaml: str | None = None
+    notes: list = field(default_factory=list)  # what could not be inferred or needs a person
+    attention_layers: list | None = None  # hybrids: the cache layers that hold attention K/V
+
+    def summary(self) -> str:
+        return f"{self.target}: {self.status}" + (f" ({self.reason})" if self.reason else "")
+
+
+def _first_line(e: Exception) -> str:
+    text = " ".join(str(e).split())[:300]  # multi-line validator messages: keep the substance
+    return f"{type(e).__name__}: {text}"
+
+
+# ----------------------------------------------------------------------------- the core
+def probe_classes(config_class, model_class, *, target: str, model_type: str, code_source: str,
+                  class_names: tuple[str, str], config_json: dict | None = None, fixed: dict | None = None,
+                  remote: dict | None = None, match_types: list | None = None) -> ProbeResult:
+    """Probe a (config class, model class) pair: a transformers model, a reference model, or remote
+    code already loaded. ``class_names`` = (model class, config class) as the spec writes them;
+    ``config_json`` is a real config.json's settings (a remote folder's): its sizes are shrunk, its other
+    settings kept (default: the config class's defaults); ``fixed`` are
+    settings every build needs (remote code: CPU float32 flags)."""
+    res = ProbeResult(target=target, status="probe-failed", model_type=model_type)
+    try:
+        config_json = {k: v for k, v in (config_json or {}).items() if k not in _META_KEYS}
+        defaults = config_class(**config_json).to_dict() if config_json else S.defaults_of(config_class)
+        class_defaults = S.defaults_of(config_class)
+    except Exception as e:  # noqa: BLE001
+        res.reason = f"the config class {config_class.__name__} cannot be built with its defaults: {_first_line(e)}"
+        return res
+    shrunk = S.shrink(defaults, params=S.init_params(config_class))
+    # settings of the config.json that differ from the class defaults and are not sizes: kept in every build
+    kept = {k: v for k, v in config_json.items() if k not in shrunk.overrides and class_defaults.get(k, object()) != v}
+    fixed = dict(fixed or {})
+    if defaults.get("is_decoder") is False:
+        # encoder stacks that transformers can run causally (BERT-like *ForCausalLM / *LMHeadModel) only
+        # do so with is_decoder=True; without it they are encoders, and there is no past to prefix
+        fixed["is_decoder"] = True
+        res.notes.append("is_decoder=True set: the class is an encoder stack that runs causally only as a decoder")
+    missing = [r for r in ("hidden", "layers", "heads", "vocab") if r not in shrunk.roles]
+    nested = [k for k, v in shrunk.overrides.items() if isinstance(v, dict) and S.shrink(defaults[k]).roles.get("layers")]
+    if missing and nested:
+        # a composite (multimodal) config: the sizes live in a sub-config, and spec expressions
+        # (harness/expr.py) name top-level attributes only
+        res.reason = (f"the sizes live in sub-config(s) {nested} of {config_class.__name__} (a composite, multimodal "
+                      f"config); spec expressions name top-level config attributes only, so kv sizes cannot be "
+                      f"written: probe the text model type instead, if transformers has one")
+        return res
+    if missing:
+        res.notes.append("sizes not recognised (left at class defaults): " +
+                         ", ".join(f"{r} (looked for {', '.join(S.ROLES[r])})" for r in missing))
+    res.sliding_window = _windows(shrunk)
+    builder = Builder(config_class, model_class, defaults, fixed, kept)
+    vocab_limit = S.SPECIAL_BASE if "vocab" in shrunk.roles else 100
+    try:
+        kv = infer_kv(builder, shrunk, vocab_limit)
+    except NotApplicable as e:
+        res.status, res.reason = "n/a", str(e)
+        params = inspect.signature(model_class.forward).parameters
+        if "returns no cache" in res.reason and not {"cache", "past_key_values"} & set(params):
+            res.reason = ("the forward takes no cache argument (neither cache= nor past_key_values=) and returns "
+                          "none: there is no KV cache to put a prefix in")
+        res.attention_layers = getattr(e, "attention_layers", None)
+        return res
+    except ProbeError as e:
+        res.reason = str(e)
+        return res
+    except Exception as e:  # noqa: BLE001 - the tiny model does not build or run: say how
+        res.reason = f"the tiny model does not build or run: {_first_line(e)}"
+        res.notes.append(f"tiny config tried: {shrunk.overrides}")
+        return res
+    res.kv = kv
+    res.notes.extend(kv.notes)
+    if kv.wrapped:
+        res.notes.append(f"the cache comes as a {kv.wrapped}; its self-attention part was read")
+    argument = "auto" if code_source == "transformers" and kv.container == "transformers_cache" else kv.argument
+    heads_value = _value(kv.heads, builder, shrunk)
+    draft = D.make_draft(
+        family=model_type, model_types=list(dict.fromkeys(match_types or [model_type])),
+        description=f"{class_names[0]} ({code_source}), drafted by prefix-compat probe",
+        code_source=code_source, model_class=class_names[0], config_class=class_names[1],
+        config={**kept, **shrunk.overrides, **fixed}, kv=kv, argument=argument,
+        conventions=("extend_2d", "model_continues"), heads_value=heads_value)
+    if kv.v_head_dim != kv.head_dim and _value(kv.v_head_dim, builder, shrunk) != _value(kv.head_dim, builder, shrunk):
+        res.reason = (f"K and V head dims differ (K {kv.k_shape}, head dim {kv.head_dim}; V {kv.v_shape}, head dim "
+                      f"{kv.v_head_dim}): the spec format has one kv.head_dim, so the prefix cannot be drafted "
+                      f"(issue 9 item 3: separate K and V head sizes)")
+        res.draft, res.yaml = draft, D.to_yaml(draft, [f"NOT VALID: {res.reason}"])
+        return res
+    model, _ = builder.build(shrunk.overrides)
+    try:
+        load_draft(draft)  # the draft must load before conventions are worth measuring
+    except Exception as e:  # noqa: BLE001
+        res.reason = f"the draft does not pass harness.spec.load_spec: {e}"
+        res.draft, res.yaml = draft, D.to_yaml(draft, [f"NOT VALID: {res.reason}"])
+        return res
+    res.trials = pick_conventions(model, draft, draft["matrix"]["num_virtual_tokens"])
+    passing = [t for t in res.trials if t.passed]
+    comments = [f"Drafted by `prefix-compat probe` for {target}: measured on a tiny random model."]
+    if passing:
+        res.conventions = (passing[0].attention_mask, passing[0].position_ids)
+        res.status = "ok"
+        comments.append("conventions: the first that reproduces the full-context logits (<= 1e-4); all that do: " +
+                        ", ".join(f"{t.attention_mask}+{t.position_ids}" for t in passing))
+    else:
+        best = min((t for t in res.trials if t.error is not None), key=lambda t: t.error, default=None)
+        res.reason = ("no (attention_mask, position_ids) candidate reproduces the full-context logits with a "
+                      "real-token prefix: " + "; ".join(f"{t.attention_mask}+{t.position_ids}: {t.message}"
+                                                         for t in res.trials))
+        if best is not None:
+            res.conventions = (best.attention_mask, best.position_ids)
+            comments.append(f"NOT MEASURED EQUAL: conventions below are the closest candidate ({best.message}); "
+                            "the model may need a fix (harness/fixes.py)")
+    if res.conventions:
+        draft["conventions"] = {"attention_mask": res.conventions[0], "position_ids": res.conventions[1]}
+    if remote:
+        draft = {**{k: v for k, v in draft.items() if k not in ("kv", "cache", "conventions", "inputs", "matrix")},
+                 "remote": remote, **{k: draft[k] for k in ("kv", "cache", "conventions", "inputs", "matrix")}}
+    if res.sliding_window:
+        comments.append(f"sliding window: {res.sliding_window} (set above the probe's inputs in build.config)")
+    comments.extend(f"note: {n}" for n in res.notes)
+    res.draft, res.yaml = draft, D.to_yaml(draft, comments)
+    return res
+
+
+def _value(exprs, builder, shrunk) -> int | None:
+    from ..expr import ConfigExpr, first_applicable
+
+    try:
+        cfg = builder.config_class(**{**builder.base, **shrunk.overrides, **builder.fixed})
+        return first_applicable(tuple(ConfigExpr.parse(x) for x in exprs), cfg)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _windows(shrunk: S.Shrunk) -> dict:
+    """Sliding-window attributes and which layers use them (layer_types), as the class defines them."""
+    out = {}
+    for name, default in shrunk.windows.items():
+        if default:
+            out[name] = {"class_default": default, "tiny": shrunk.overrides.get(name)}
+    types = shrunk.overrides.get("layer_types")
+    if isinstance(types, list) and out:
+        out["sliding_layers"] = [i for i, t in enumerate(types) if "sliding" in str(t)]
+    return out
+
+
+# ----------------------------------------------------------------------------- entry points
+def probe_model_type(model_type: str) -> ProbeResult:
+    """Probe a model type of the installed transformers (a key of MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        return ProbeResult(model_type, "probe-failed", f"transformers {transformers.__version__} has no model type "
+                           f"{model_type!r}", model_type)
+    if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return ProbeResult(model_type, "n/a", f"not a causal LM: transformers {transformers.__version__} has no "
+                           f"AutoModelForCausalLM class for {model_type!r}", model_type)
+    model_name, config_name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type], CONFIG_MAPPING_NAMES[model_type]
+    try:
+        model_class, config_class = getattr(transformers, model_name), getattr(transformers, config_name)
+    except Exception as e:  # noqa: BLE001 - a missing optional dependency, typically
+        return ProbeResult(model_type, "probe-failed", f"{model_name} cannot be imported: {_first_line(e)}", model_type)
+    own = getattr(model_class, "config_class", None)
+    note = None
+    if own is not None and own is not config_class and getattr(transformers, own.__name__, None) is own:
+        # the causal-LM class of a multimodal type takes only the text config (MllamaForCausalLM:
+        # MllamaTextConfig); the composite config's sizes sit in sub-configs no spec expression reaches
+        note = (f"{model_name} is built from {own.__name__} (model_type {getattr(own, 'model_type', '?')!r}), not "
+                f"{config_name}: the text model of a composite type")
+        config_class, config_name = own, own.__name__
+    res = probe_classes(config_class, model_class, target=model_type, model_type=model_type,
+                        code_source="transformers", class_names=(model_name, config_name),
+                        match_types=[model_type, getattr(own, "model_type", model_type)] if note else None)
+    if note:
+        res.notes.insert(0, note)
+        if res.yaml:
+            res.yaml = f"# note: {note}\n" + res.yaml
+    return res
+
+
+# Remote-code settings that select kernels or half precision: a CPU float32 probe turns them off.
+_CPU_FLAGS = {"fp32": True, "bf16": False, "fp16": False, "use_flash_attn": False}
+_META_KEYS = ("auto_map", "architectures", "transformers_version", "_name_or_path", "model_type")
+
+
+def probe_code_dir(path, trust_remote_code: bool = False) -> ProbeResult:
+    """Probe a local remote-code folder (config.json + *.py). Executes the folder's code, so it
+    needs ``trust_remote_code=True`` (the CLI: --trust-remote-code or PREFIX_COMPAT_TRUST_REMOTE_CODE=1)."""
+    folder = Path(path).resolve()
+    target = str(folder)
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        return ProbeResult(target, "probe-failed", f"{cfg_file} not found: point --code-dir at a folder with "
+                           f"config.json and the model's *.py files")
+    try:
+        raw = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return ProbeResult(target, "probe-failed", f"{cfg_file} is not readable JSON: {e}")
+    model_type = raw.get("model_type") or folder.name.lower()
+    auto_map = raw.get("auto_map") or {}
+    auto_class = next((a for a in ("AutoModelForCausalLM", "AutoModel") if a in auto_map), None)
+    if auto_class is None or "AutoConfig" not in auto_map:
+        return ProbeResult(target, "probe-failed", f"{cfg_file} auto_map has no AutoConfig and AutoModelForCausalLM/"
+                           f"AutoModel entries (found {sorted(auto_map) or 'none'}): not a remote-code folder", model_type)
+    if not trust_remote_code:
+        return ProbeResult(target, "probe-failed", "probing a code folder executes its code: pass "
+                           "--trust-remote-code (or set PREFIX_COMPAT_TRUST_REMOTE_CODE=1)", model_type)
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    try:
+        config_class = get_class_from_dynamic_module(auto_map["AutoConfig"], str(folder), local_files_only=True)
+        model_class = get_class_from_dynamic_module(auto_map[auto_class], str(folder), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - missing packages, syntax errors: say which
+        return ProbeResult(target, "probe-failed", f"the folder's code does not load: {_first_line(e)}", model_type)
+    user = {k: v for k, v in raw.items() if k not in _META_KEYS}
+    try:
+        defaults = config_class(**user).to_dict()
+    except Exception as e:  # noqa: BLE001
+        return ProbeResult(target, "probe-failed", f"{config_class.__name__} rejects config.json: {_first_line(e)}",
+                           model_type)
+    fixed = {k: v for k, v in _CPU_FLAGS.items() if k in raw}
+    remote, remote_notes = _remote_section(folder, raw, auto_class, fixed)
+    res = probe_classes(config_class, model_class, target=target, model_type=model_type, code_source="reference",
+                        class_names=(f"{model_class.__module__}:{model_class.__name__}",
+                                     f"{config_class.__module__}:{config_class.__name__}"),
+                        config_json=user, fixed=fixed, remote=remote)
+    res.notes = remote_notes + res.notes
+    if res.draft is not None:
+        _reuse_reference_build(res, config_class, defaults)
+    return res
+
+
+def _remote_section(folder: Path, raw: dict, auto_class: str, fixed: dict) -> tuple[dict, list]:
+    notes = []
+    name = raw.get("_name_or_path") or ""
+    repo = name if name.count("/") == 1 and not Path(name).is_absolute() else None
+    if repo is None:
+        notes.append(f"remote.repo: config.json's _name_or_path ({name!r}) is not a hub id; the folder name "
+                     f"{folder.name!r} is not one either: write owner/name")
+        repo = f"unknown/{folder.name}"
+    commit, why = D.git_revision(folder)
+    if commit is None:
+        notes.append(f"remote.revision unknown: {why}; write the 40-hex hub commit of this code")
+    hashes = D.code_hashes(folder)
+    if not hashes:
+        notes.append("no *.py files in the folder: nothing to pin")
+    section = {"repo": repo, "revision": commit or "unknown", "auto_class": auto_class}
+    if fixed:
+        section["config"] = fixed  # the CPU float32 settings this revision's config.json needed
+        notes.append(f"remote.config: {fixed} (config.json selects half precision / kernels; the probe ran float32 CPU)")
+    section["weights"] = "own"
+    section["sha256"] = hashes
+    return section, notes
+
+
+def _reuse_reference_build(res: ProbeResult, config_class, defaults: dict) -> None:
+    """A code folder of a family with a spec in model_specs/ (a new Qwen or ChatGLM revision) keeps
+    that spec's reference model as its build; otherwise the build names the folder's own classes,
+    which resolve only inside the probing process, and the notes say so."""
+    from ..spec import find_spec_for, load_specs
+
+    try:
+        spec = find_spec_for(config_class(**defaults), [s for s in load_specs() if s.build.code_source == "reference"])
+    except Exception:  # noqa: BLE001 - no matching spec: keep the folder's classes
+        spec = None
+    if spec is None:
+        res.notes.append("build: no reference model (harness/reference) for this family, and the spec format builds "
+                         "only transformers or reference classes; the build names the folder's dynamic module, which "
+                         "resolves only where the folder has been loaded")
+        return
+    res.draft["build"] = {"code_source": "reference", "class": spec.build.model_class,
+                          "config_class": spec.build.config_class, "config": dict(spec.build.config), "seed": 0}
+    if spec.match_config_has:
+        res.draft["match"]["config_has"] = list(spec.match_config_has)
+    res.notes.append(f"build: reuses the reference model of model_specs/{Path(spec.path).name}; the probe's own tiny "
+                     "config for this revision is in the comments")
+    try:
+        load_draft(res.draft)
+    except Exception as e:  # noqa: BLE001
+        res.notes.append(f"the draft with that build does not load: {e}")
+    res.yaml = D.to_yaml(res.draft, [f"Drafted by `prefix-compat probe` for {res.target}."] +
+                         [f"note: {n}" for n in res.notes])

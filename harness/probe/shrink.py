@@ -1,0 +1,215 @@
+"""Tiny configs: every size of a config class set small, recognised by common attribute names.
+
+The probe never reads a model's code: it recognises the usual names of each size (``hidden_size``,
+``n_embd``, ``d_model``...), sets them to tiny values chosen so that no two sizes are equal, and
+varies one size at a time (see ``variations``) so each cache axis can be traced to the size that
+moves it. Names not recognised keep the class default; the probe then says what it could not tell.
+"""
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+
+# Role -> attribute names, most common first. The tiny value of each role is in TINY.
+ROLES = {
+    "hidden": ("hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "hidden_dim", "model_dim", "dim"),
+    "layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "num_decoder_layers"),
+    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads", "attention_heads"),
+    "kv_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num", "n_kv_heads",
+                 "num_kv_groups", "kv_heads", "num_key_value_groups"),
+    "head_dim": ("head_dim", "kv_channels", "attention_head_dim", "d_head", "head_size", "d_kv", "dim_head"),
+    "vocab": ("vocab_size", "padded_vocab_size", "n_vocab"),
+    "max_positions": ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_seq_len",
+                      "max_sequence_length", "max_seq_length"),
+}
+# Sizes that have no cache axis of their own: set tiny so the model builds fast, never varied.
+INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", "d_ff", "decoder_ffn_dim",
+                "moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size",
+                "mlp_dim", "inner_dim", "ffn_intermediate_size", "dense_intermediate_size")
+EXPERTS = {("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"): 4,
+           ("num_experts_per_tok", "moe_topk", "moe_k", "num_selected_experts", "experts_per_token"): 2,
+           ("n_shared_experts", "num_shared_experts"): 1, ("n_group", "topk_group"): 1,
+           ("first_k_dense_replace",): 1}
+# Multi-head latent attention (DeepSeek-V2/V3 and descendants): what their cache slots are sized by.
+LATENT = {"kv_lora_rank": 24, "q_lora_rank": 40, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 12}
+# the other stack of encoder-decoder families (BART: encoder_layers; ProphetNet: num_encoder_layers)
+SIDE = re.compile(r"^(?:num_)?(encoder|decoder)_(layers|attention_heads|ffn_dim)$")
+# Recurrent / state-space / linear-attention sizes of hybrids: tiny and mutually consistent
+# (Mamba-2 needs heads * head dim == expand * hidden: 8 * 16 == 2 * 64).
+RECURRENT = {"mamba_n_heads": 8, "n_mamba_heads": 8, "mamba_num_heads": 8, "mamba_d_head": 16, "mamba_head_dim": 16,
+             "mamba_headdim": 16, "mamba_expand": 2, "mamba_d_state": 16, "ssm_state_size": 16, "state_size": 16,
+             "mamba_n_groups": 1, "n_groups": 1, "linear_num_heads": 4, "linear_head_dim": 16,
+             "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_key_head_dim": 16,
+             "linear_value_head_dim": 16, "attention_head_dim": 32}
+# partial rotary: at most the tiny head dim's half (GPT-J / CodeGen default 64 > head dim 16)
+ROTARY = {"rotary_dim": 8}
+LAYER_INDEX_LISTS = ("_layer_indices", "_idxs", "_layer_ids", "_layers_idx")
+WINDOWS = ("sliding_window", "attention_window", "local_window_size", "window_size")
+PERIODS = {"_period": 2, "_offset": 1}
+
+HIDDEN, LAYERS, HEADS, KV_HEADS, HEAD_DIM, VOCAB, MAX_POS = 64, 2, 4, 2, 16, 256, 256
+INTER = 128
+WINDOW = 64  # longer than any probe input (prefix + tokens <= 16), so no layer drops positions
+SPECIAL_BASE = VOCAB - 16  # special token ids live in [240, 256); random input tokens stay below
+TINY = {"hidden": HIDDEN, "layers": LAYERS, "heads": HEADS, "kv_heads": KV_HEADS, "head_dim": HEAD_DIM,
+        "vocab": VOCAB, "max_positions": MAX_POS}
+
+
+@dataclass
+class Shrunk:
+    """A tiny config as overrides on the class defaults, and which attribute plays which role."""
+
+    overrides: dict  # attribute -> tiny value (nested dicts for sub-configs)
+    roles: dict = field(default_factory=dict)  # role -> attribute name found in this config
+    windows: dict = field(default_factory=dict)  # sliding-window attributes and their class defaults
+    layer_lists: list = field(default_factory=list)  # per-layer lists/patterns resized with the layers
+    defaults: dict = field(default_factory=dict)  # the class defaults (top level), for the draft's notes
+    ties: dict = field(default_factory=dict)  # attribute -> attribute the code needs equal (MLA head_dim)
+    tied_kv: bool = False
+    params: set | None = None
+    n_layers: int = LAYERS  # KV heads had to equal heads for the tiny model to run
+
+
+def defaults_of(config_class) -> dict:
+    """The class defaults as a dict, sub-configs as nested dicts."""
+    return config_class().to_dict()
+
+
+def _first(keys, names):
+    return next((n for n in names if n in keys), None)
+
+
+def _resize_pattern(value, old_n: int, new_n: int):
+    """A per-layer list (or pattern string) of length ``old_n`` resized to ``new_n`` keeping every
+    distinct entry when it fits (e.g. both 'sliding_attention' and 'full_attention')."""
+    items = list(value)
+    distinct = list(dict.fromkeys(items))
+    out = (distinct + items)[:new_n] if len(distinct) <= new_n else items[:new_n]
+    out += [items[-1]] * (new_n - len(out))
+    return "".join(out) if isinstance(value, str) else out
+
+
+def init_params(config_class) -> set[str]:
+    """The settings a config class's constructor names (empty when it takes only **kwargs)."""
+    import inspect
+
+    try:
+        ps = inspect.signature(config_class.__init__).parameters
+    except (TypeError, ValueError):
+        return set()
+    return {n for n, p in ps.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n != "self"}
+
+
+def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> Shrunk:
+    """Tiny overrides for a config's defaults (a dict as ``to_dict`` gives). ``params``: the
+    constructor's argument names; a role's attribute is taken among them first (ChatGLM stores
+    ``vocab_size`` but takes ``padded_vocab_size``)."""
+    keys = set(defaults)
+    preferred = keys & params if params else set()
+    roles = {role: _first(preferred, names) or _first(keys, names) for role, names in ROLES.items()}
+    roles = {r: a for r, a in roles.items() if a is not None and _is_size(defaults.get(a), r)}
+    out: dict = {}
+    for role, attr in roles.items():
+        out[attr] = layers if role == "layers" else TINY[role]
+    for name in INTERMEDIATE:
+        if _is_int(defaults.get(name)):
+            out[name] = INTER
+    has_experts = any(_is_int(defaults.get(n)) and defaults[n] > 1 for n in next(iter(EXPERTS)))
+    for names, value in EXPERTS.items():
+        for name in names:
+            if _is_int(defaults.get(name)) and defaults[name] > 0:
+                out[name] = value
+            elif name in defaults and defaults[name] is None and has_experts and value == 2:
+                out[name] = value  # experts per token left unset (None) beside a set expert count
+    for name, value in LATENT.items():
+        if _is_int(defaults.get(name)) and defaults[name] > 0:
+            out[name] = value
+    ties: dict = {}
+    for name in ROLES["head_dim"]:  # MLA: the rotary head dim is one of the latent sizes; keep it tied
+        tied = [a for a in LATENT if a in out and defaults.get(name) == defaults.get(a)]
+        if name in out and tied:
+            out[name] = LATENT[tied[0]]
+            ties[name], ties[tied[0]] = tied[0], name
+    for name, value in defaults.items():  # encoder-decoder families' other stacks
+        m = SIDE.match(name)
+        if m and _is_int(value) and name not in out:
+            out[name] = {"layers": layers, "attention_heads": HEADS, "ffn_dim": INTER}[m.group(2)]
+    for name, value in {**RECURRENT, **ROTARY}.items():
+        if _is_int(defaults.get(name)) and name not in out:
+            out[name] = value
+    hid = roles.get("hidden")
+    if hid and _is_int(defaults.get("attention_hidden_size")) and _is_int(defaults.get(hid)):
+        ratio = defaults["attention_hidden_size"] / defaults[hid]  # RWKV: 1 x hidden; Zamba-2: 2 x hidden
+        if ratio in (0.5, 1, 2, 4):
+            out["attention_hidden_size"] = int(HIDDEN * ratio)
+    for name, value in defaults.items():  # which layers are attention: at least one, below the layer count
+        if name.endswith(LAYER_INDEX_LISTS) and (value is None or isinstance(value, list)) and name not in out:
+            if value is None or all(_is_int(v) for v in value):
+                out[name] = [layers - 1]
+    windows = {}
+    for name in WINDOWS:
+        if name in keys:
+            windows[name] = defaults[name]
+            if _is_int(defaults[name]) and defaults[name] > 0:
+                out[name] = WINDOW
+    for name, value in defaults.items():
+        if _is_int(value) and any(name.endswith(suffix) and value > 0 for suffix in PERIODS):
+            out[name] = next(v for s, v in PERIODS.items() if name.endswith(s))
+    out.update(_token_ids(defaults))
+    # Per-layer lists and patterns (layer_types, layers_block_type, "M-M*" strings...) follow the layers.
+    old_n = defaults.get(roles.get("layers")) if "layers" in roles else None
+    layer_lists = []
+    if _is_int(old_n):
+        for name, value in defaults.items():
+            # lists, and pattern strings such as "M-M*-" (upper case and symbols: never a word like "gelu")
+            pattern = isinstance(value, list) or (isinstance(value, str) and value == value.upper())
+            if pattern and len(value) == old_n and old_n > 1 and name not in out:
+                out[name] = _resize_pattern(value, old_n, layers)
+                layer_lists.append(name)
+    # Sub-configs (text_config, vision_config...) shrink the same way.
+    for name, value in defaults.items():
+        if isinstance(value, dict) and name.endswith("_config") and value:
+            out[name] = shrink(value, layers).overrides
+    return Shrunk(out, roles, windows, layer_lists, defaults, ties=ties, params=params, n_layers=layers)
+
+
+def with_layers(shrunk: Shrunk, layers: int) -> dict:
+    """The overrides with a different layer count (per-layer lists resized too), keeping any
+    adjustment made to the base overrides since (e.g. KV heads tied to heads)."""
+    out = shrink(shrunk.defaults, layers, shrunk.params).overrides
+    resized = set(shrunk.layer_lists) | {shrunk.roles.get("layers")} | {k for k in out if SIDE.match(k) and k.endswith("layers")}
+    out.update({k: v for k, v in shrunk.overrides.items() if k not in resized})
+    return out
+
+
+def _token_ids(defaults: dict) -> dict:
+    """Every *_token_id / *_token_index set below the tiny vocab, each a distinct id at its top."""
+    out, nxt = {}, SPECIAL_BASE
+    for name, value in sorted(defaults.items()):
+        if not (name.endswith("_token_id") or name.endswith("_token_index") or name.endswith("_token_ids")):
+            continue
+        if _is_int(value) or (value is None and name in ("bos_token_id", "eos_token_id")):
+            out[name], nxt = nxt, nxt + 1  # bos/eos set even where the class leaves them None (validators ask)
+        elif isinstance(value, list) and value and all(_is_int(v) for v in value):
+            out[name] = list(range(nxt, nxt + len(value)))
+            nxt += len(value)
+        if nxt >= VOCAB:
+            nxt = SPECIAL_BASE
+    return out
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_size(value, role: str) -> bool:
+    # kv heads / head dim may default to None (= derived from heads / hidden): still settable
+    return _is_int(value) or (value is None and role in ("kv_heads", "head_dim"))
+
+
+def merged(overrides: dict, **changes) -> dict:
+    """A deep copy of ``overrides`` with some top-level attributes changed."""
+    out = copy.deepcopy(overrides)
+    out.update(changes)
+    return out
