@@ -157,9 +157,19 @@ def cmd_plots(args) -> int:
     return 0
 
 
+def cmd_probe(args) -> int:
+    from .probe.__main__ import main as probe_main
+
+    return probe_main(args.probe_args)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["probe"]:  # its own options (python -m harness.probe --help)
+        return cmd_probe(argparse.Namespace(probe_args=argv[1:]))
     parser = argparse.ArgumentParser(prog="prefix-compat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("probe", help="draft a spec for a model type or a remote-code folder (prefix-compat probe --help)")
     p = sub.add_parser("validate", help="check spec files; exit 2 with file/field/fix messages when bad")
     p.add_argument("paths", nargs="*", help="spec files or folders (default: model_specs/)")
     p.add_argument("--no-build", action="store_true", help="only read the files (skip building each tiny model)")
