@@ -73,11 +73,17 @@ def measure(model, spec, num_virtual_tokens: int, seed: int = 0) -> tuple[float,
         pm.detach()
 
 
+# Tried first where several reproduce the logits: positions passed and counted over real tokens make a
+# left-padded row behave as unpadded (batched generation), which the model's own numbering does not.
+POSITION_PREFERENCE = ("explicit_offset",)
+
+
 def pick_conventions(model, draft: dict, num_virtual_tokens: int) -> list[Trial]:
     """Every candidate pair, measured. The draft is not modified."""
     trials = []
+    positions = sorted(names.POSITION_CONVENTIONS, key=lambda p: p not in POSITION_PREFERENCE)
     for mask in names.MASK_CONVENTIONS:
-        for pos in names.POSITION_CONVENTIONS:
+        for pos in positions:
             d = copy.deepcopy(draft)
             d["conventions"] = {"attention_mask": mask, "position_ids": pos}
             try:
