@@ -36,8 +36,9 @@ class CacheContract:
     # ------------------------------------------------------------------ canonical <-> model
     def to_model_cache(self, kv: torch.Tensor):
         """(layers, 2, B, H, P, D) -> the model's own container in ``self.layout``."""
-        pairs = [(self.layout.convert(kv[i, 0], CANONICAL), self.layout.convert(kv[i, 1], CANONICAL))
-                 for i in range(kv.shape[0])]
+        # unbind, not kv[i, 0]: each indexing op's backward allocates and fills a zero tensor of
+        # kv's full (layers, 2, B, H, P, D) size (2 x layers of them a step); unbind's is one stack.
+        pairs = [tuple(self.layout.convert(t, CANONICAL) for t in layer.unbind(0)) for layer in kv.unbind(0)]
         return containers.container(self.container_name).pack(pairs)
 
     def from_model_cache(self, cache) -> torch.Tensor:
