@@ -14,6 +14,7 @@ spec declares, never from pytest's report text:
 """
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -75,11 +76,18 @@ def pytest_addoption(parser):
                 help="a local folder with a spec's real remote code (same as PREFIX_COMPAT_CODE_DIR_<SPEC>)")
     g.addoption("--results-dir", default="results", help="where runs/<run_id>/ goes")
     g.addoption("--run-id", default=None, help="name of this run (default: timestamp + random)")
+    g.addoption("--plots", action="store_true",
+                help="draw heatmap.png and loss curves next to the run at the end (or later: prefix-compat plots RUN)")
 
 
 # ----------------------------------------------------------------------------- run set-up
+@functools.lru_cache(maxsize=None)
+def _cached_versions() -> tuple:
+    return tuple(results.library_versions().items())
+
+
 def _versions() -> dict[str, str]:
-    return results.library_versions()
+    return dict(_cached_versions())
 
 
 def _device(config) -> str:
@@ -227,7 +235,7 @@ def pytest_sessionfinish(session, exitstatus):
         meta["finished_at"] = results.now()
         meta["exit_status"] = int(exitstatus)
         _write_meta(config._pc_run_dir, meta)
-        if os.environ.get("PREFIX_COMPAT_PLOTS", "1") != "0":
+        if config.option.plots:
             _write_plots(config._pc_run_dir)
 
 
