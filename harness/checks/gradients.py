@@ -32,7 +32,11 @@ def run(bench):
         return inconclusive("the reference gradient is symmetric in K/V or in positions")
 
     attached.plant(kv)
-    loss_fn(attached.logits(ids, mask)).backward()
+    logits = attached.logits(ids, mask)
+    if not logits.requires_grad:  # nothing the adapter holds reaches the output
+        return Measurement(False, float("inf"), bench.tolerance,
+                           "the logits do not depend on any trainable prefix parameter: no gradient can reach the prefix")
+    loss_fn(logits).backward()
     prefix = attached.prefix_parameters()
     prefix_ids = {id(p) for p in prefix.values()}
     got = attached.planted_grad()
