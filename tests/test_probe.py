@@ -48,7 +48,8 @@ def test_native_specs_rediscovered(model_type, spec_name):
     result = probe_model_type(model_type)
     assert result.status == "ok", result.reason
     drafted = assert_rediscovers(result, spec_name)
-    assert (drafted.conventions.attention_mask, drafted.conventions.position_ids) == ("extend_2d", "model_continues")
+    # the spec's own conventions: positions passed and counted over real tokens (left padding = unpadded)
+    assert (drafted.conventions.attention_mask, drafted.conventions.position_ids) == ("extend_2d", "explicit_offset")
     assert drafted.num_virtual_tokens.evaluate(build_config(drafted)) != 4  # never P == KV/query heads
     assert any(t.passed for t in result.trials) and not all(t.passed for t in result.trials)
 

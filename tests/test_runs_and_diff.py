@@ -69,7 +69,7 @@ def test_rows_of_each_run(runs):
     assert "shape" in a.loc["accepts", "message"] or "size" in a.loc["accepts", "message"].lower()
     b = results.read_run(runs["b"]).set_index("check")
     assert list(b["status"]) == ["pass", "pass"]
-    assert b.loc["accepts", "threshold"] == 1.0 and b.loc["gradients", "metric"] == 0.0
+    assert b.loc["accepts", "threshold"] == 1e-4 and b.loc["gradients", "metric"] <= b.loc["gradients", "threshold"]
     assert set(b["transformers_version"]) == {results.library_versions()["transformers"]}
 
 

@@ -458,10 +458,10 @@ def test_find_spec_for_types(specs):
 
 
 def test_find_spec_for_unknown_model_type(specs):
-    from transformers import GPT2Config
+    from transformers import MambaConfig  # no attention KV cache: never a spec of its own
 
-    with pytest.raises(LookupError, match="gpt2"):
-        find_spec_for(GPT2Config(), specs)
+    with pytest.raises(LookupError, match="mamba"):
+        find_spec_for(MambaConfig(), specs)
 
 
 # ----------------------------------------------------------------------------- CLI
