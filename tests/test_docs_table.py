@@ -23,7 +23,7 @@ def test_committed_table_rows_match_the_specs():
               for c in build_cells(load_specs())}
     assert in_doc == wanted, (
         "docs/COMPATIBILITY.md is out of date with model_specs/: regenerate it with "
-        "`pytest -n auto harness/ --run-id docs && prefix-compat report docs -o docs/COMPATIBILITY.md`"
+        "`pytest -n auto harness/ --run-id docs && prefix-compat report results/runs/docs -o docs/COMPATIBILITY.md`"
     )
 
 
