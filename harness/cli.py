@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from . import results
-from .spec import SpecError, load_spec, spec_paths
+from .spec import SpecError
 
 
 def cmd_validate(args) -> int:

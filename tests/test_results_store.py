@@ -2,7 +2,6 @@
 that keeps every earlier row, plain run ids, refused setting changes, and readers that survive
 damaged files. Rows are built by hand: no model runs here."""
 import errno
-import json
 import os
 import socket
 import stat

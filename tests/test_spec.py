@@ -468,8 +468,10 @@ def test_find_spec_for_unknown_model_type(specs):
 def test_cli_validate_repo_specs(capsys):
     assert cli_main(["validate"]) == 0
     out = capsys.readouterr()
-    # the only remark: chatglm2 and chatglm3 share a match section (and a cache contract)
-    assert out.err.splitlines() == ["note: chatglm3 matches the same configs as chatglm2; prefix_tune(model) "
+    # the only remark: chatglm2 and chatglm3 share a match section (and a cache contract); transformers' own
+    # warnings about tiny configs (printed once per process) are not ours
+    ours = [ln for ln in out.err.splitlines() if ln.startswith(("note:", "error:"))]
+    assert ours == ["note: chatglm3 matches the same configs as chatglm2; prefix_tune(model) "
                                     "picks chatglm2 unless given spec='chatglm3'"]
     assert out.out.count("ok: ") == len(spec_paths())
 

@@ -120,7 +120,7 @@ def observe(outputs) -> Observation:
             else:
                 keys.append(None), values.append(None)
         if len(kinds) > 1:
-            raise ProbeError(f"the cache mixes stacked [2, ...] tensors and (k, v) pairs across layers")
+            raise ProbeError("the cache mixes stacked [2, ...] tensors and (k, v) pairs across layers")
         if not kinds:
             raise NotApplicable(f"the returned cache ({type(cache).__name__} of {len(cache)} entries) holds no "
                                 f"(k, v) pairs: no attention KV cache")
