@@ -6,10 +6,30 @@ full run and read with the spec's true layout, so a wrong layout in an adapter c
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .containers import returned_cache
 from .contract import CacheContract
+
+
+class OracleError(RuntimeError):
+    """The model itself, with no adapter, failed where the oracle ran it: a problem of the model or its
+    spec, never an adapter's failure (a declared expected failure does not cover it)."""
+
+
+def oracle(fn):
+    """Mark a function that runs the bare model: its errors are OracleErrors, naming the function."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OracleError:
+            raise
+        except Exception as e:  # noqa: BLE001 - re-raised with its cause
+            raise OracleError(f"the model without any adapter failed in {fn.__name__}: {type(e).__name__}: {e}") from e
+    return wrapper
 
 
 def random_tokens(spec, config, shape, generator, device) -> torch.Tensor:
@@ -35,6 +55,7 @@ def make_inputs(spec, config, batch, length, generator, device, lengths=None, si
     return ids, mask
 
 
+@oracle
 def full_context(contract: CacheContract, model, prefix_ids, ids, mask):
     """Model output on [prefix tokens; input], and the logits of the input positions (B, L, V)."""
     b, p = ids.shape[0], prefix_ids.shape[-1]
@@ -44,6 +65,7 @@ def full_context(contract: CacheContract, model, prefix_ids, ids, mask):
     return out.logits[:, p:], out
 
 
+@oracle
 def real_prefix_kv(contract: CacheContract, model, prefix_ids, sample_ids) -> torch.Tensor:
     """K/V of the prefix tokens as the model caches them in context, (layers, 2, H, P, D).
 
@@ -57,6 +79,7 @@ def real_prefix_kv(contract: CacheContract, model, prefix_ids, sample_ids) -> to
     return kv[:, :, 0, :, :p].contiguous()
 
 
+@oracle
 @torch.no_grad()
 def greedy_full_recompute(contract: CacheContract, model, prefix_ids, ids, n: int, mask=None):
     """Greedy decoding of the model on [prefix; input] (prefix_ids may be empty: the no-prefix
@@ -78,6 +101,7 @@ def greedy_full_recompute(contract: CacheContract, model, prefix_ids, ids, n: in
     return seq[:, -n:], torch.stack(steps, dim=1)
 
 
+@oracle
 def no_prefix_logits(contract: CacheContract, model, ids, mask) -> torch.Tensor:
     """The control: the model on the input alone, (B, L, V). A check whose prefix does not move
     these by more than its bar could not tell a correct adapter from one that drops the prefix."""
@@ -92,6 +116,7 @@ def relative_error(got, want, mask=None) -> float:
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-12))
 
 
+@oracle
 def prefix_gradient(contract: CacheContract, model, kv, ids, mask, loss_fn) -> torch.Tensor:
     """d loss / d K/V for K/V fed straight into the model's cache, (layers, 2, H, P, D): the
     reference of the gradients check (no encoder, no adapter: leaf tensors in the model's own

@@ -29,6 +29,7 @@ from . import checks, results
 from .bench import Bench, Settings
 from .matrix import TRUST_ENV, Cell, SelectionError, build_cells, remote_skip_reason, select_specs, split
 from .models import build_model
+from .oracle import OracleError
 from .spec import SpecError, load_specs_report
 
 ROW_KEY = pytest.StashKey[dict]()
@@ -37,8 +38,9 @@ VERDICT_KEY = pytest.StashKey[tuple]()
 P_KEY = pytest.StashKey[int]()
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 TIMEOUT_MARK = "from pytest-timeout"  # pytest-timeout's failure text
-# Errors that a declared failure never covers: the environment is wrong, not the adapter.
-ENVIRONMENT_ERRORS = (ImportError,)
+# Errors that a declared failure never covers: the environment, the machine or the bare model (the oracle)
+# failed, not the adapter. A CUDA out-of-memory error is a RuntimeError subclass, so it is named here.
+ENVIRONMENT_ERRORS = (ImportError, MemoryError, OSError, OracleError, torch.cuda.OutOfMemoryError)
 
 
 @dataclass(frozen=True)

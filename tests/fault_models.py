@@ -24,10 +24,19 @@ class MissingPackageLM(LlamaForCausalLM):
 
 
 class RaisingLM(LlamaForCausalLM):
-    """A forward that rejects the cache with a model-side error."""
+    """A forward that always fails, even on real tokens with no adapter."""
 
     def forward(self, *args, **kwargs):
         raise RuntimeError("Sizes of tensors must match except in dimension 1")
+
+
+class RejectsCacheLM(LlamaForCausalLM):
+    """Runs on real tokens, rejects any cache handed in: fails only where an adapter runs it."""
+
+    def forward(self, *args, **kwargs):
+        if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+            raise RuntimeError("Sizes of tensors must match except in dimension 1")
+        return super().forward(*args, **kwargs)
 
 
 class UnbuildableConfig(LlamaConfig):

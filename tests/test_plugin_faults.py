@@ -43,9 +43,11 @@ def faulty_run(tmp_path_factory):
     _spec(specs, "hangs", "HangingLM")
     _spec(specs, "needs_pkg", "MissingPackageLM", expected=DECLARED)
     _spec(specs, "unbuildable", "RaisingLM", config_class="fault_models:UnbuildableConfig", expected=DECLARED)
-    _spec(specs, "raises_other", "RaisingLM",
+    _spec(specs, "raises_other", "RejectsCacheLM",
           expected=[{**DECLARED[0], "raises": "not subscriptable"}])  # declared, but another error comes
-    _spec(specs, "raises_declared", "RaisingLM", expected=[{**DECLARED[0], "raises": "Sizes of tensors"}])
+    _spec(specs, "raises_declared", "RejectsCacheLM", expected=[{**DECLARED[0], "raises": "Sizes of tensors"}])
+    _spec(specs, "rejects_cache", "RejectsCacheLM", expected=DECLARED)  # the adapter's run fails: declared
+    _spec(specs, "bare_model_fails", "RaisingLM", expected=DECLARED)  # fails with no adapter at all
     (specs / "broken.yaml").write_text("family: x\nkv: [b, s\n")
     done = _pytest(tmp, "--specs", str(specs), "--adapters", "harness", "--checks", "accepts",
                    "--cell-timeout", "5", run_id="faults")
@@ -79,6 +81,13 @@ def test_raises_narrows_a_declared_failure_to_its_error_text(faulty_run):
     _, df = faulty_run
     assert df.loc["raises_other", "status"] == "error"
     assert df.loc["raises_declared", "status"] == "xfail"
+
+
+def test_a_declared_failure_covers_the_adapters_run_never_the_bare_model(faulty_run):
+    _, df = faulty_run
+    assert df.loc["rejects_cache", "status"] == "xfail"
+    assert df.loc["bare_model_fails", "status"] == "error"
+    assert "the model without any adapter failed" in df.loc["bare_model_fails", "message"]
 
 
 def test_the_end_of_the_run_lists_what_was_not_measured(faulty_run):

@@ -2,6 +2,8 @@
 its users use it: its own forward, its own ``generate()``, its own save/load."""
 from __future__ import annotations
 
+import copy
+
 import torch
 
 
@@ -58,8 +60,12 @@ class PeftAttached:
     def generate(self, input_ids, attention_mask, max_new_tokens):
         """PEFT's own generate(): new tokens (B, n) and each step's raw logits (B, n, V) where the
         installed transformers reports them (``output_logits``), else None."""
+        # exactly n greedy tokens picked from the raw logits, as the oracle picks them: no end-of-sequence stop
+        # (and so no min_new_tokens processor pushing the EOS logit to -inf, which would change the argmax)
+        config = copy.deepcopy(self.base.generation_config)
+        config.eos_token_id, config.min_new_tokens, config.do_sample = None, None, False
         kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                      min_new_tokens=max_new_tokens, do_sample=False, return_dict_in_generate=True)
+                      generation_config=config, return_dict_in_generate=True)
         try:
             out = self.model.generate(**kwargs, output_logits=True)
         except (TypeError, ValueError) as e:  # transformers before output_logits
