@@ -26,7 +26,7 @@ def environment(device: str = "cpu", dtype: str = "float32") -> dict:
     """What a figure depends on besides the code: versions, machine, device, dtype, threads."""
     import torch
 
-    from harness.results import git_commit, library_versions
+    from harness.reporting.results import git_commit, library_versions
 
     versions = library_versions()
     env = {f"{k}_version": v for k, v in versions.items()}

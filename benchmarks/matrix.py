@@ -36,7 +36,7 @@ STARTUP_CODE = "import torch, transformers, peft"
 
 
 def spec_names() -> list[str]:
-    from harness.spec import load_specs
+    from harness.core.spec import load_specs
 
     return [s.name for s in load_specs()]
 
@@ -54,7 +54,7 @@ def startup_seconds(repeats: int = 2) -> float:
 def run_matrix(models: list[str], workers: str, checks: str | None, adapters: str | None, steps: int | None,
                results_dir: Path, extra: list[str]) -> dict:
     """One ``pytest harness/`` in a subprocess; its wall time and the rows it wrote."""
-    from harness.results import read_run
+    from harness.reporting.results import read_run
 
     run_id = f"bench-{workers}-{len(models)}-{os.urandom(3).hex()}"
     cmd = [sys.executable, "-m", "pytest", "harness/", "-q", "-p", "no:cacheprovider", "-n", workers,
@@ -83,11 +83,11 @@ def direct_compute(models: list[str], checks: str | None, adapters: str | None, 
     timed apart. A check that raises (an expected failure) counts up to the raise."""
     import torch
 
-    from harness import checks as check_mod
-    from harness.bench import Bench, Settings
-    from harness.matrix import build_cells, remote_skip_reason, select_specs
-    from harness.models import build_model
-    from harness.spec import load_specs
+    from harness.core.models import build_model
+    from harness.core.spec import load_specs
+    from harness.matrix import checks as check_mod
+    from harness.matrix.bench import Bench, Settings
+    from harness.matrix.cells import build_cells, remote_skip_reason, select_specs
 
     cells = build_cells(select_specs(load_specs(), ",".join(models)), adapters, checks)
     settings = Settings("cpu", torch.float32, steps or Settings.steps)

@@ -29,7 +29,16 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
-from . import ROOT, append_parquet, environment, fmt_ratio, pairwise_median, peak_rss_bytes, reset_peak_rss, rss_bytes
+from . import (
+    ROOT,
+    append_parquet,
+    environment,
+    fmt_ratio,
+    pairwise_median,
+    peak_rss_bytes,
+    reset_peak_rss,
+    rss_bytes,
+)
 
 VARIANTS = ("limit", "harness", "peft")
 MEMORY_STEPS = 3  # steps over which a variant's peak memory is taken, after one warm-up step
@@ -95,7 +104,7 @@ def build(spec, sizes: Sizes, device: str, dtype):
     """A frozen random-weight model of the spec's classes at the benchmark's sizes."""
     import torch
 
-    from harness.models import kv_dims, resolve_class
+    from harness.core.models import kv_dims, resolve_class
 
     torch.manual_seed(spec.build.seed)
     source = spec.build.code_source
@@ -116,8 +125,8 @@ class Limit:
     def __init__(self, model, spec, p: int, fixes: bool):
         import torch
 
-        from harness.contract import CacheContract
-        from harness.fixes import apply_fixes
+        from harness.core.contract import CacheContract
+        from harness.core.fixes import apply_fixes
 
         self.model, self.p = model, p
         self.contract = CacheContract.for_model(model, spec)
@@ -156,7 +165,7 @@ class Peft:
     name = "peft"
 
     def __init__(self, model, spec, p: int):
-        from harness.results import library_versions
+        from harness.reporting.results import library_versions
 
         expected = spec.expected_failure("peft", "train", "default", spec.build.code_source, library_versions())
         if expected is not None:
@@ -312,8 +321,8 @@ def parse_args(argv=None):
 def _setup(args, sizes, names):
     import torch
 
-    from harness.oracle import make_inputs
-    from harness.spec import SPEC_DIR, load_spec
+    from harness.core.inputs import make_inputs
+    from harness.core.spec import SPEC_DIR, load_spec
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here. Fix: run on a GPU machine or drop --device")

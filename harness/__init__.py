@@ -2,9 +2,9 @@
 
 Public API: ``prefix_tune``, ``load_prefix``, ``PrefixModel``, ``PrefixEncoder``, ``load_spec``.
 """
-from .encoder import PrefixEncoder
-from .prefix_model import PrefixModel, load_prefix, prefix_tune
-from .spec import ModelSpec, SpecError, find_spec_for, load_spec, load_specs
+from harness.core.encoder import PrefixEncoder
+from harness.core.prefix_model import PrefixModel, load_prefix, prefix_tune
+from harness.core.spec import ModelSpec, SpecError, find_spec_for, load_spec, load_specs
 
 __all__ = ["PrefixEncoder", "PrefixModel", "prefix_tune", "load_prefix", "ModelSpec", "SpecError",
            "load_spec", "load_specs", "find_spec_for"]

@@ -5,14 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import results
-from .spec import SpecError
+from harness.core.spec import SpecError
+from harness.reporting import results
 
 
 def cmd_validate(args) -> int:
     """Load every spec, then build its tiny model and run it once with a cache: the spec's layout,
     heads and head dims must be what the real cache holds, and the model must fit in memory."""
-    from .spec import check_buildable, load_specs_report
+    from harness.core.spec import check_buildable, load_specs_report
 
     specs, errors = load_specs_report(args.paths or None)
     loaded = []
@@ -83,7 +83,7 @@ def _run_dir(results_dir: str, given: str | None) -> Path:
 
 
 def cmd_report(args) -> int:
-    from .report import table
+    from harness.reporting.report import table
 
     runs = [_run_dir(args.results_dir, r) for r in args.runs] if args.runs else [_run_dir(args.results_dir, None)]
     if len(runs) > 1 and not args.pivot:
@@ -102,7 +102,7 @@ def cmd_report(args) -> int:
 
 def cmd_runs(args) -> int:
     """Every run folder, damaged ones included and marked: one bad file never hides the others."""
-    from .report import run_summary
+    from harness.reporting.report import run_summary
 
     runs = results.list_runs(Path(args.results_dir))
     if not runs:
@@ -126,7 +126,7 @@ def cmd_runs(args) -> int:
 
 
 def cmd_diff(args) -> int:
-    from .diff import diff_runs, render
+    from harness.reporting.diff import diff_runs, render
 
     try:
         d = diff_runs(_run_dir(args.results_dir, args.run_a), _run_dir(args.results_dir, args.run_b))
@@ -139,7 +139,7 @@ def cmd_diff(args) -> int:
 
 
 def cmd_plots(args) -> int:
-    from .report import checked_rows
+    from harness.reporting.report import checked_rows
 
     run = _run_dir(args.results_dir, args.run)
     try:
@@ -147,9 +147,9 @@ def cmd_plots(args) -> int:
     except ValueError as e:
         raise CliError(str(e)) from None
     try:
-        from .plots import write_plots
-
         import matplotlib  # noqa: F401
+
+        from harness.reporting.plots import write_plots
     except ImportError:
         raise CliError("plots need matplotlib: pip install 'prefix-compat[plots]'") from None
     for path in write_plots(run):
@@ -158,7 +158,7 @@ def cmd_plots(args) -> int:
 
 
 def cmd_probe(args) -> int:
-    from .probe.__main__ import main as probe_main
+    from harness.probe.__main__ import main as probe_main
 
     return probe_main(args.probe_args)
 

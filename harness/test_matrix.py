@@ -3,7 +3,7 @@
 Run it with ``pytest -n auto harness/`` (options: ``--models``, ``--adapters``, ``--checks``,
 ``--device``, ``--dtype``, ``--steps``, ``--seed``, ``--cell-timeout``, ``--results-dir``; see
 ``pytest harness/ --help``). Each test measures; its row (with the metric and the bar) lands in
-results/runs/<run_id>/. The verdict is settled by the plugin (harness/pytest_plugin.py).
+results/runs/<run_id>/. The verdict is settled by the plugin (harness/matrix/plugin.py).
 """
 import pytest
 

@@ -1,16 +1,15 @@
 """Where the real hub remote code of a family is, for the tests that compare our reference models
-with it: the same variables and version ranges as the matrix (harness/remote.py), or a skip that
+with it: the same variables and version ranges as the matrix (harness/core/remote.py), or a skip that
 says what to set."""
 import os
+from pathlib import Path
 
 import pytest
 import transformers
 from packaging.version import Version
 
-from pathlib import Path
-
-from harness.remote import _unpinned, code_dir_variable
-from harness.spec import SPEC_DIR, load_spec
+from harness.core.remote import _unpinned, code_dir_variable
+from harness.core.spec import SPEC_DIR, load_spec
 
 
 def real_code_dir(spec_name: str) -> str:

@@ -2,9 +2,9 @@
 import torch
 
 import harness
-from harness.models import build_model
-from harness.oracle import full_context, real_prefix_kv
-from harness.spec import SPEC_DIR, load_spec
+from harness.core.models import build_model
+from harness.core.spec import SPEC_DIR, load_spec
+from harness.matrix.oracle import full_context, real_prefix_kv
 
 
 def model(name):
@@ -67,7 +67,7 @@ def test_detach_removes_the_fix_hooks():
 def test_generate_takes_left_padded_batches_row_by_row_as_unpadded():
     """Batched generation pads on the left: each row must generate what it would alone. Holds where
     the spec passes positions counted over real tokens (explicit_offset, glm_2d)."""
-    from harness.oracle import make_inputs
+    from harness.core.inputs import make_inputs
 
     for name in ("llama", "qwen1.5", "chatglm2", "chatglm"):
         base = model(name)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.layout import CANONICAL
-from harness.models import build_model, kv_dims
-from harness.spec import (
+from harness.core.layout import CANONICAL
+from harness.core.models import build_model, kv_dims
+from harness.core.spec import (
     SPEC_DIR,
     SpecError,
     check_buildable,
@@ -169,7 +169,7 @@ def test_folder_scan_reports_upper_case_suffix_and_skips_other_files(tmp_path):
 
 
 def test_a_loader_crash_costs_only_its_file(tmp_path, monkeypatch):
-    import harness.spec as spec_module
+    import harness.core.spec as spec_module
 
     for name in ("llama", "qwen"):
         shutil.copy(SPEC_DIR / f"{name}.yaml", tmp_path / f"{name}.yaml")

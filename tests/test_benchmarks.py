@@ -10,8 +10,8 @@ import torch
 
 import benchmarks
 from benchmarks import train_step
-from harness.oracle import make_inputs
-from harness.spec import SPEC_DIR, load_spec
+from harness.core.inputs import make_inputs
+from harness.core.spec import SPEC_DIR, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 

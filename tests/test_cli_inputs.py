@@ -6,10 +6,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import results
 from harness.cli import main
-from harness.diff import diff_runs
-from harness.report import CELL_TEXT, COLORS, LEGEND, table
+from harness.reporting import results
+from harness.reporting.diff import diff_runs
+from harness.reporting.report import CELL_TEXT, COLORS, LEGEND, table
 
 CHECKS = ["accepts", "equivalence", "generate", "gradients", "train"]
 
@@ -209,7 +209,7 @@ def test_a_pass_that_became_inconclusive_timeout_or_na_is_a_regression(tree, cap
 
 
 def test_a_damaged_run_is_never_complete(tree):
-    from harness.report import run_summary
+    from harness.reporting.report import run_summary
 
     s = run_summary(tree["columnless"])
     assert not s["complete"] and s["rows"] == 5
@@ -218,7 +218,7 @@ def test_a_damaged_run_is_never_complete(tree):
 
 def test_plots_colour_every_status(tree, capsys):
     pytest.importorskip("matplotlib")
-    from harness.plots import STATUS_COLORS
+    from harness.reporting.plots import STATUS_COLORS
 
     assert set(STATUS_COLORS) == set(results.STATUSES)
     assert main(["plots", str(tree["new"])]) == 0

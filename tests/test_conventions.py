@@ -3,10 +3,10 @@ what each model does by itself (which is how the full-context oracle calls it)."
 import pytest
 import torch
 
-from harness.contract import CacheContract
-from harness.conventions import MASKS, POSITIONS
-from harness.models import build_model
-from harness.spec import SPEC_DIR, load_spec
+from harness.core.contract import CacheContract
+from harness.core.conventions import MASKS, POSITIONS
+from harness.core.models import build_model
+from harness.core.spec import SPEC_DIR, load_spec
 
 
 class GLM:

@@ -2,9 +2,9 @@
 matrix runs by default, with its family, code source, KV layout and concat dim, and no other."""
 from pathlib import Path
 
-from harness import names
-from harness.matrix import build_cells
-from harness.spec import load_specs
+from harness.core import names
+from harness.core.spec import load_specs
+from harness.matrix.cells import build_cells
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "COMPATIBILITY.md"
 

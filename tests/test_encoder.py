@@ -1,6 +1,6 @@
 import torch
 
-from harness.encoder import PrefixEncoder
+from harness.core.encoder import PrefixEncoder
 
 
 def test_output_is_canonical_and_planting_round_trips():

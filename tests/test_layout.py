@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from harness.layout import CANONICAL, Layout, LayoutError
+from harness.core.layout import CANONICAL, Layout, LayoutError
 
 ALL_ORDERS = ["".join(p) for p in itertools.permutations("bhsd")]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import results
+from harness.reporting import results
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA = yaml.safe_load((ROOT / "model_specs" / "llama.yaml").read_text())
@@ -132,7 +132,7 @@ def test_a_reused_run_id_with_other_settings_is_refused(tmp_path):
 
 
 def test_the_report_of_a_faulty_run_lists_the_spec_that_did_not_load(faulty_run, tmp_path):
-    from harness.report import table
+    from harness.reporting.report import table
 
     text = table([_run_dir(faulty_run)])
     assert "Spec files that did not load" in text and "broken.yaml" in text

@@ -7,12 +7,12 @@ import warnings
 
 import pytest
 
-from harness.expr import ConfigExpr, first_applicable
-from harness.layout import Layout
-from harness.models import resolve_class
+from harness.core.expr import ConfigExpr, first_applicable
+from harness.core.layout import Layout
+from harness.core.models import resolve_class
+from harness.core.spec import SPEC_DIR, build_config, load_spec
 from harness.probe import probe_classes, probe_code_dir, probe_model_type
 from harness.probe.pick import load_draft
-from harness.spec import SPEC_DIR, build_config, load_spec
 
 warnings.filterwarnings("ignore")
 

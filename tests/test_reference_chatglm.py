@@ -170,9 +170,8 @@ def test_prepare_inputs_for_generation_truncates_with_any_past():
 
 # ---------------------------------------------------------------------------------------------------
 def real_model(**over):
-    from transformers import AutoConfig, AutoModel
-
     from remote_code import real_code_dir
+    from transformers import AutoConfig, AutoModel
 
     cfg = AutoConfig.from_pretrained(real_code_dir("chatglm"), trust_remote_code=True, **{**TINY, **over})
     return AutoModel.from_config(cfg, trust_remote_code=True).float().eval()

@@ -12,7 +12,11 @@ import pytest
 import torch
 import transformers
 
-from harness.reference.chatglm2 import ChatGLMConfig, ChatGLMForConditionalGeneration, RotaryEmbedding
+from harness.reference.chatglm2 import (
+    ChatGLMConfig,
+    ChatGLMForConditionalGeneration,
+    RotaryEmbedding,
+)
 
 TINY = dict(padded_vocab_size=256, hidden_size=64, num_layers=2, num_attention_heads=4, kv_channels=16,
             multi_query_attention=True, multi_query_group_num=2, ffn_hidden_size=128, seq_length=128,
@@ -290,9 +294,8 @@ def test_rope_table_chatglm2_vs_chatglm3():
 # ---------------------------------------------------------------- 5. against the real remote code
 
 def _load_real(name, tmp_path, **over):
-    from transformers import AutoConfig, AutoModel
-
     from remote_code import real_code_dir
+    from transformers import AutoConfig, AutoModel
 
     src = real_code_dir(name)  # skips unless PREFIX_COMPAT_CODE_DIR_CHATGLM2 / _CHATGLM3 is set
     # a fresh copy per test: module name = folder name, and quantization.py (imported lazily) must exist

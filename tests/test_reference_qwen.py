@@ -158,9 +158,8 @@ def test_generate_equals_greedy_full_recompute():
 # --- comparison with the real remote code ------------------------------------------------------------
 @torch.no_grad()
 def test_matches_real_remote_code():
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     from remote_code import real_code_dir
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     CODE_DIR = real_code_dir("qwen")  # noqa: N806 - skips unless PREFIX_COMPAT_CODE_DIR_QWEN is set
 

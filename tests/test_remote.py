@@ -4,9 +4,9 @@ import hashlib
 
 import pytest
 
-from harness.matrix import Cell, TRUST_ENV, remote_skip_reason
-from harness.remote import code_dir_variable, locate_code
-from harness.spec import SPEC_DIR, load_spec
+from harness.core.remote import code_dir_variable, locate_code
+from harness.core.spec import SPEC_DIR, load_spec
+from harness.matrix.cells import TRUST_ENV, Cell, remote_skip_reason
 
 
 def spec_with_code(tmp_path, body: bytes):
@@ -44,7 +44,7 @@ def test_code_the_user_named_is_never_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv(TRUST_ENV, "1")
     monkeypatch.setenv(code_dir_variable("qwen"), str(tmp_path))
     assert remote_skip_reason(Cell(spec, spec.variants[0], "harness", "accepts", "remote")) is None
-    from harness.remote import build_remote_model
+    from harness.core.remote import build_remote_model
 
     with pytest.raises(RuntimeError, match="modeling_qwen.py has sha256"):
         build_remote_model(spec)

@@ -4,7 +4,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from harness import results
+from harness.reporting import results
 
 
 def row(**over):

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from harness import results
+from harness.reporting import results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
-    from harness import results
+    from harness.reporting import results
     run_dir, who, start = Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
     while not start.exists():  # both processes start writing at once
         time.sleep(0.01)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import results
 from harness.cli import main
-from harness.diff import diff_runs
-from harness.report import table
+from harness.reporting import results
+from harness.reporting.diff import diff_runs
+from harness.reporting.report import table
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import names
 from harness.cli import main as cli_main
-from harness.spec import (
+from harness.core import names
+from harness.core.spec import (
     SPEC_DIR,
     ModelSpec,
     SpecError,
@@ -458,7 +458,9 @@ def test_find_spec_for_types(specs):
 
 
 def test_find_spec_for_unknown_model_type(specs):
-    from transformers import MambaConfig  # no attention KV cache: never a spec of its own
+    from transformers import (
+        MambaConfig,  # no attention KV cache: never a spec of its own
+    )
 
     with pytest.raises(LookupError, match="mamba"):
         find_spec_for(MambaConfig(), specs)

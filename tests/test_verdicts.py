@@ -21,15 +21,15 @@ import shutil
 import pytest
 import torch
 
-from harness import names
-from harness.adapters import attach as real_attach
-from harness.adapters.ours import PrefixModelAttached
-from harness.bench import Bench, Settings
-from harness.checks import run as run_check
-from harness.matrix import Cell
-from harness.models import build_model
-from harness.prefix_model import PrefixModel, load_prefix
-from harness.spec import SPEC_DIR, load_spec
+from harness.core import names
+from harness.core.models import build_model
+from harness.core.prefix_model import PrefixModel, load_prefix
+from harness.core.spec import SPEC_DIR, load_spec
+from harness.matrix.adapters import attach as real_attach
+from harness.matrix.adapters.ours import PrefixModelAttached
+from harness.matrix.bench import Bench, Settings
+from harness.matrix.cells import Cell
+from harness.matrix.checks import run as run_check
 
 SEED_FAMILIES = ("llama", "qwen1.5", "qwen", "chatglm", "chatglm2", "chatglm3")
 SEEDS = range(10)

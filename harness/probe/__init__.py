@@ -79,7 +79,7 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
     nested = [k for k, v in shrunk.overrides.items() if isinstance(v, dict) and S.shrink(defaults[k]).roles.get("layers")]
     if missing and nested:
         # a composite (multimodal) config: the sizes live in a sub-config, and spec expressions
-        # (harness/expr.py) name top-level attributes only
+        # (harness/core/expr.py) name top-level attributes only
         res.reason = (f"the sizes live in sub-config(s) {nested} of {config_class.__name__} (a composite, multimodal "
                       f"config); spec expressions name top-level config attributes only, so kv sizes cannot be "
                       f"written: probe the text model type instead, if transformers has one")
@@ -129,7 +129,7 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
     try:
         load_draft(draft)  # the draft must load before conventions are worth measuring
     except Exception as e:  # noqa: BLE001
-        res.reason = f"the draft does not pass harness.spec.load_spec: {e}"
+        res.reason = f"the draft does not pass harness.core.spec.load_spec: {e}"
         res.draft, res.yaml = draft, D.to_yaml(draft, [f"NOT VALID: {res.reason}"])
         return res
     res.trials = pick_conventions(model, draft, draft["matrix"]["num_virtual_tokens"])
@@ -148,7 +148,7 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         if best is not None:
             res.conventions = (best.attention_mask, best.position_ids)
             comments.append(f"NOT MEASURED EQUAL: conventions below are the closest candidate ({best.message}); "
-                            "the model may need a fix (harness/fixes.py)")
+                            "the model may need a fix (harness/core/fixes.py)")
     if res.conventions:
         draft["conventions"] = {"attention_mask": res.conventions[0], "position_ids": res.conventions[1]}
     if remote:
@@ -162,7 +162,7 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
 
 
 def _value(exprs, builder, shrunk) -> int | None:
-    from ..expr import ConfigExpr, first_applicable
+    from harness.core.expr import ConfigExpr, first_applicable
 
     try:
         cfg = builder.config_class(**{**builder.base, **shrunk.overrides, **builder.fixed})
@@ -298,7 +298,7 @@ def _reuse_reference_build(res: ProbeResult, config_class, defaults: dict) -> No
     """A code folder of a family with a spec in model_specs/ (a new Qwen or ChatGLM revision) keeps
     that spec's reference model as its build; otherwise the build names the folder's own classes,
     which resolve only inside the probing process, and the notes say so."""
-    from ..spec import find_spec_for, load_specs
+    from harness.core.spec import find_spec_for, load_specs
 
     try:
         spec = find_spec_for(config_class(**defaults), [s for s in load_specs() if s.build.code_source == "reference"])

@@ -54,7 +54,7 @@ def to_yaml(draft: dict, comments: list[str]) -> str:
 
 # ----------------------------------------------------------------------------- remote-code folders
 def code_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of every *.py file directly in the folder (what harness/remote.py pins)."""
+    """sha256 of every *.py file directly in the folder (what harness/core/remote.py pins)."""
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.py"))}
 
 

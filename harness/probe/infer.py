@@ -315,7 +315,7 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
         raise Hybrid(f"hybrid: attention K/V in cache layers {attn} of {len(base.keys)}, the others hold "
                      f"{', '.join(others) or 'no K/V'} (recurrent / state-space state); a prefix on the attention "
                      f"layers alone needs a container that fills only those layers and leaves the recurrent state "
-                     f"empty, which harness/containers does not have, so it is not measured", attn, len(base.keys), kinds)
+                     f"empty, which harness/core/containers does not have, so it is not measured", attn, len(base.keys), kinds)
     k0, v0 = base.keys[attn[0]], base.values[attn[0]]
     if len(k0) != 4 or len(v0) != 4:
         raise ProbeError(f"one layer's K is {len(k0)}-D {k0} and V {len(v0)}-D {v0}; the spec format "

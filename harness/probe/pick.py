@@ -1,7 +1,7 @@
 """Choosing the mask and position conventions by measurement, never by name.
 
-Each (attention_mask, position_ids) pair of harness/names.py is written into the draft, the draft is
-loaded with ``harness.spec.load_spec`` (so it is exactly what a user would get), and the equivalence
+Each (attention_mask, position_ids) pair of harness/core/names.py is written into the draft, the draft is
+loaded with ``harness.core.spec.load_spec`` (so it is exactly what a user would get), and the equivalence
 oracle runs: a prefix planted with the K/V of P real tokens must reproduce the logits of the model
 run on those tokens followed by the input (one sequence and a right-padded batch), relative error
 <= 1e-4 in float32. The candidates that do are kept; none doing so is reported, not papered over.
@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from .. import names
-from ..contract import CacheContract
-from ..oracle import full_context, make_inputs, random_tokens, real_prefix_kv, relative_error
-from ..prefix_model import PrefixModel
-from ..spec import load_spec
+from harness.core import names
+from harness.core.contract import CacheContract
+from harness.core.inputs import make_inputs, random_tokens
+from harness.core.prefix_model import PrefixModel
+from harness.core.spec import load_spec
+from harness.matrix.oracle import full_context, real_prefix_kv, relative_error
 
 TOLERANCE = 1e-4  # the equivalence check's float32 bar
 

@@ -30,7 +30,10 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+)
 
 try:  # transformers >= 4.50 no longer mixes generation into every PreTrainedModel
     from transformers.generation import GenerationMixin

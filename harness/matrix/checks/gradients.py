@@ -8,8 +8,8 @@ some layers ignore could not be told apart), and it differs from itself with K a
 the positions reversed."""
 import torch
 
-from ..bench import Measurement, inconclusive
-from ..oracle import prefix_gradient, real_prefix_kv, relative_error
+from harness.matrix.bench import Measurement, inconclusive
+from harness.matrix.oracle import prefix_gradient, real_prefix_kv, relative_error
 
 
 def run(bench):

@@ -7,8 +7,9 @@ so an adapter that drops the prefix would be caught; inputs are redrawn until th
 cell is inconclusive."""
 import torch
 
-from ..bench import Measurement, inconclusive
-from ..oracle import greedy_full_recompute, real_prefix_kv, relative_error
+from harness.matrix.bench import Measurement, inconclusive
+from harness.matrix.oracle import greedy_full_recompute, real_prefix_kv, relative_error
+
 from . import ATTEMPTS
 
 NEW_TOKENS, ROWS, LENGTH, LEFT_LENGTHS = 8, 3, 5, [5, 3, 4]

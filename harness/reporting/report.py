@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import names, results
+from harness.core import names
+
+from . import results
 
 CELL_TEXT = {"pass": "pass", "fail": "FAIL", "error": "ERROR", "xfail": "expected-fail", "xpass": "XPASS",
              "skip": "skipped", "inconclusive": "inconclusive", "timeout": "TIMEOUT", "n/a": "n/a"}

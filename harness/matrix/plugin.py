@@ -25,12 +25,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from . import checks, results
+from harness.core.models import build_model
+from harness.core.spec import SpecError, load_specs_report
+from harness.reporting import results
+
+from . import checks
 from .bench import Bench, Settings
-from .matrix import TRUST_ENV, Cell, SelectionError, build_cells, remote_skip_reason, select_specs, split
-from .models import build_model
+from .cells import (
+    TRUST_ENV,
+    Cell,
+    SelectionError,
+    build_cells,
+    remote_skip_reason,
+    select_specs,
+    split,
+)
 from .oracle import OracleError
-from .spec import SpecError, load_specs_report
 
 ROW_KEY = pytest.StashKey[dict]()
 MEASUREMENT_KEY = pytest.StashKey[object]()
@@ -163,7 +173,7 @@ def pytest_configure(config):
 def _remote_options_to_environment(config) -> None:
     """--trust-remote-code and --code-dir are the command-line spellings of the environment variables
     the remote loader reads (workers inherit the environment)."""
-    from .remote import code_dir_variable
+    from harness.core.remote import code_dir_variable
 
     if config.option.trust_remote_code:
         os.environ[TRUST_ENV] = "1"
@@ -254,7 +264,7 @@ def _write_plots(run_dir) -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         return
-    from .plots import write_plots
+    from harness.reporting.plots import write_plots
 
     try:
         write_plots(run_dir)

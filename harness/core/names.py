@@ -8,11 +8,11 @@ ADAPTERS = ("harness", "naive", "peft")
 CHECKS = ("accepts", "equivalence", "gradients", "train", "generate", "save_load")
 CODE_SOURCES = ("transformers", "reference", "remote")
 
-# harness/containers/<name>.py
+# harness/core/containers/<name>.py
 CONTAINERS = ("transformers_cache", "tuples", "stacked")
 CACHE_ARGUMENTS = ("auto", "past_key_values", "cache")
-# harness/conventions.py
+# harness/core/conventions.py
 MASK_CONVENTIONS = ("extend_2d", "glm_bool_4d")
 POSITION_CONVENTIONS = ("model_continues", "explicit_offset", "glm_2d")
-# harness/fixes.py
+# harness/core/fixes.py
 FIXES = ("causal_mask_with_past",)

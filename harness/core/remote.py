@@ -89,9 +89,8 @@ def build_remote_model(spec):
     path, why = locate_code(spec)
     if why:
         raise RuntimeError(why)
-    import transformers  # every load below is local_files_only; the matrix also sets HF_HUB_OFFLINE=1
-
     import torch
+    import transformers  # every load below is local_files_only; the matrix also sets HF_HUB_OFFLINE=1
 
     config = transformers.AutoConfig.from_pretrained(str(path), trust_remote_code=True, local_files_only=True)
     for key, value in {**spec.build.config, **spec.remote.config}.items():

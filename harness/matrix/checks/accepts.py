@@ -8,9 +8,9 @@ Control: the planted K differ from the V and from their own reversal, so a swap 
 would show."""
 import torch
 
-from ..bench import Measurement, inconclusive
-from ..containers import returned_cache
-from ..oracle import real_prefix_kv
+from harness.core.containers import returned_cache
+from harness.matrix.bench import Measurement, inconclusive
+from harness.matrix.oracle import real_prefix_kv
 
 
 def run(bench):

@@ -7,8 +7,8 @@ import tempfile
 
 import torch
 
-from ..bench import Measurement, inconclusive
-from ..oracle import full_context, real_prefix_kv, relative_error
+from harness.matrix.bench import Measurement, inconclusive
+from harness.matrix.oracle import full_context, real_prefix_kv, relative_error
 
 
 def run(bench):

@@ -1,7 +1,7 @@
 """The ``harness`` adapter: our PrefixModel, spec-driven."""
 from __future__ import annotations
 
-from ..prefix_model import PrefixModel, load_prefix
+from harness.core.prefix_model import PrefixModel, load_prefix
 
 
 class PrefixModelAttached:

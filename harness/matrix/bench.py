@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from harness.core.contract import CacheContract
+from harness.core.inputs import make_inputs, random_tokens
+
 from . import adapters
-from .contract import CacheContract
-from .oracle import make_inputs, random_tokens
 
 # Relative tolerance of the equivalence oracle per dtype: float32 is the contract (1e-4);
 # half precisions only say "the same computation, rounded".

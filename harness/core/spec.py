@@ -20,7 +20,7 @@ from . import names
 from .expr import ConfigExpr, ExprError
 from .layout import AXES, Layout, LayoutError
 
-SPEC_DIR = Path(__file__).resolve().parent.parent / "model_specs"
+SPEC_DIR = Path(__file__).resolve().parents[2] / "model_specs"
 SPEC_SUFFIXES = (".yaml", ".yml")
 DEFAULT_VARIANT = "default"
 
@@ -568,7 +568,9 @@ def _config_keys(config_class) -> set[str]:
 
 def build_config(spec: ModelSpec):
     """The tiny config object of a spec (no weights)."""
-    from .models import resolve_class  # local: keeps `validate` importable without torch model code
+    from .models import (
+        resolve_class,  # local: keeps `validate` importable without torch model code
+    )
 
     cls = resolve_class(spec.build.code_source, spec.build.config_class)
     return cls(**spec.build.config)
@@ -811,11 +813,12 @@ def check_buildable(spec: ModelSpec, memory_bytes: int | None = None) -> dict:
 
     import torch
 
+    from harness.core.inputs import make_inputs
+
     from .containers import container, returned_cache
     from .contract import CacheContract
     from .conventions import MASKS, POSITIONS
     from .models import build_model, kv_dims
-    from .oracle import make_inputs
 
     started = time.perf_counter()
     r = _Reader(Path(spec.path))
@@ -856,7 +859,7 @@ def check_buildable(spec: ModelSpec, memory_bytes: int | None = None) -> dict:
             table[name](model.config, 0, ids, mask, length)
         except Exception as e:  # noqa: BLE001 - the convention does not fit this model or its inputs
             r.fail(fld, f"{name} cannot be built for this model: {type(e).__name__}: {e}",
-                   "choose the convention of this model's family (see harness/conventions.py), "
+                   "choose the convention of this model's family (see harness/core/conventions.py), "
                    "or give the tokens it needs in inputs.insert_tokens")
     contract = CacheContract.for_model(model, spec)
     try:
@@ -874,7 +877,7 @@ def check_buildable(spec: ModelSpec, memory_bytes: int | None = None) -> dict:
         pairs = [(tuple(k.shape), tuple(v.shape)) for k, v in container(spec.cache.container).unpack(cache)]
     except Exception as e:  # noqa: BLE001 - not per-layer (K, V) tensors: not a cache this spec describes
         r.fail("cache.container", f"the returned {type(cache).__name__} cannot be read as per-layer K/V tensors "
-               f"({type(e).__name__}: {e})", "name the container the model uses, or add one in harness/containers/")
+               f"({type(e).__name__}: {e})", "name the container the model uses, or add one in harness/core/containers/")
     if len(pairs) != dims.layers:
         names_ = _attributes_equal(model.config, len(pairs))
         hint = f" (config attributes equal to {len(pairs)}: {', '.join(names_)})" if names_ else ""

@@ -9,8 +9,8 @@ import difflib
 import os
 from dataclasses import dataclass
 
-from . import names
-from .spec import DEFAULT_VARIANT, ModelSpec, Variant
+from harness.core import names
+from harness.core.spec import DEFAULT_VARIANT, ModelSpec, Variant
 
 TRUST_ENV = "PREFIX_COMPAT_TRUST_REMOTE_CODE"
 
@@ -105,7 +105,7 @@ def remote_skip_reason(cell: Cell) -> str | None:
     ``error`` saying why."""
     if cell.code_source != "remote":
         return None
-    from .remote import code_dir_variable, locate_code
+    from harness.core.remote import code_dir_variable, locate_code
 
     if os.environ.get(TRUST_ENV) != "1":
         return (f"remote code is opt-in: pass --trust-remote-code or set {TRUST_ENV}=1 (runs the hub code of {cell.spec.remote.repo} "

@@ -23,7 +23,7 @@ from .contract import CacheContract
 from .encoder import PrefixEncoder
 from .fixes import apply_fixes
 from .layout import Layout
-from .spec import ModelSpec, find_spec_for, load_spec, SPEC_DIR
+from .spec import SPEC_DIR, ModelSpec, find_spec_for, load_spec
 
 PREFIX_FILE = "prefix.pt"
 

@@ -16,8 +16,8 @@ the task say nothing: inconclusive.
 import torch
 import torch.nn.functional as F
 
-from ..bench import Measurement, inconclusive
-from ..oracle import full_context, real_prefix_kv, relative_error
+from harness.matrix.bench import Measurement, inconclusive
+from harness.matrix.oracle import full_context, real_prefix_kv, relative_error
 
 FLOOR = 0.0
 LEARNING_RATE = 3e-2

@@ -3,7 +3,7 @@
 ``code_source`` says whose code runs: ``transformers`` (a class shipped with transformers),
 ``reference`` (our own model of a hub-only family's cache contract, in harness/reference) or
 ``remote`` (the real hub remote code, from a local folder or the local HF cache only; see
-harness/remote.py).
+harness/core/remote.py).
 """
 from __future__ import annotations
 

@@ -7,8 +7,14 @@ an adapter that dropped (or garbled) the prefix would miss it; inputs are redraw
 else the cell is inconclusive."""
 import torch
 
-from ..bench import Measurement, inconclusive
-from ..oracle import full_context, no_prefix_logits, real_prefix_kv, relative_error
+from harness.matrix.bench import Measurement, inconclusive
+from harness.matrix.oracle import (
+    full_context,
+    no_prefix_logits,
+    real_prefix_kv,
+    relative_error,
+)
+
 from . import ATTEMPTS
 
 LENGTH, LENGTHS = 7, [7, 5, 4]

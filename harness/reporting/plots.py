@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import names, results
+from harness.core import names
+
+from . import results
 
 STATUS_COLORS = {"pass": "#4caf50", "fail": "#e53935", "error": "#fb8c00", "xfail": "#bdbdbd",
                  "xpass": "#fdd835", "skip": "#90caf9", "inconclusive": "#9575cd", "timeout": "#d81b60",

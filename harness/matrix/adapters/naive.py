@@ -5,7 +5,8 @@ the model takes, with the right masks, positions and KV-head count. Only the lay
 so this adapter answers one question: does this model accept the textbook layout? On Qwen (v1)
 and ChatGLM it does not: an error, or silently wrong numbers when shapes happen to coincide.
 """
-from ..layout import CANONICAL
+from harness.core.layout import CANONICAL
+
 from . import ours
 
 
