@@ -8,8 +8,13 @@ checkpoint needed.
 """
 from __future__ import annotations
 
+import ast
+import importlib.util
+import json
 import os
 from pathlib import Path
+
+INSTALL_HINT = 'pip install -e ".[remote]"'
 
 
 def code_dir_variable(spec_name: str) -> str:
@@ -32,13 +37,96 @@ def locate_code(spec) -> tuple[Path | None, str | None]:
         path = Path(folder)
         if not (path / "config.json").is_file():
             return None, f"{var}={folder} has no config.json: point it at a copy of {remote.repo}"
-        why = _unpinned(path, remote)
+        why = _unpinned(path, remote) or _unrunnable(path, remote)
         return (None, why) if why else (path, None)
     for path in _cached_snapshots(remote):
         if _unpinned(path, remote) is None:
-            return path, None
+            why = _unrunnable(path, remote)
+            return (None, why) if why else (path, None)
     return None, (f"{remote.repo} @ {remote.revision[:12]} is not in the local HF cache; set {var} to a "
                   f"local folder with its code, or download it yourself at that revision")
+
+
+def _unrunnable(path: Path, remote) -> str | None:
+    """Why pinned code still cannot load here (None when it can): a file it imports is not in the
+    folder, or a package it imports is not installed. Both are otherwise met halfway through
+    transformers' loader, as a bare FileNotFoundError or ImportError naming neither the fix nor the spec."""
+    files = missing_code_files(path, [n for n in remote.sha256 if n.endswith(".py")])
+    if files:
+        return (f"{path} lacks {'; '.join(files)}: the code cannot load without it. Copy the file from "
+                f"{remote.repo} @ {remote.revision[:12]} into the folder")
+    packages = missing_modules(remote.requires)
+    if packages:
+        return (f"the code of {remote.repo} imports {', '.join(packages)}, not installed here: {INSTALL_HINT} "
+                f"(from a checkout) or pip install {' '.join(packages)}")
+    return None
+
+
+def missing_modules(modules) -> list[str]:
+    """The importable names in ``modules`` (e.g. ``einops``) that this Python cannot find."""
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a missing parent package of a dotted name
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def missing_code_files(folder: Path, roots=()) -> list[str]:
+    """Files that the code in ``folder`` imports relatively (``from .quantization import quantize``)
+    and that are not there, each as ``"quantization.py (imported by modeling_chatglm.py)"``.
+
+    Starts from ``roots`` and the modules config.json's ``auto_map`` names, then follows what they
+    import. Every relative import counts, even one inside a function or a ``try``: transformers'
+    loader copies each relatively imported file before it runs any of the code, and fails on a
+    missing one."""
+    folder = Path(folder)
+    todo = list(roots) + _auto_map_files(folder)
+    seen, missing = set(), []
+    while todo:
+        name = todo.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        file = folder / name
+        if not file.is_file():
+            continue  # a root that is absent is _unpinned's to report
+        for module in _relative_imports(file):
+            target = module.replace(".", "/") + ".py"
+            if (folder / target).is_file():
+                todo.append(target)
+            elif not (folder / module.replace(".", "/") / "__init__.py").is_file():
+                entry = f"{target} (imported by {name})"
+                if entry not in missing:
+                    missing.append(entry)
+    return missing
+
+
+def _auto_map_files(folder: Path) -> list[str]:
+    """``{"AutoConfig": "configuration_qwen.QWenConfig"}`` -> ``["configuration_qwen.py"]``."""
+    try:
+        auto_map = json.loads((folder / "config.json").read_text()).get("auto_map") or {}
+    except (OSError, ValueError, AttributeError):
+        return []
+    refs = [v for value in auto_map.values() for v in (value if isinstance(value, list) else [value])]
+    # "module.Class", or "repo--module.Class" for code that lives in another repo (not this folder's)
+    return [ref.rsplit(".", 1)[0] + ".py" for ref in refs if isinstance(ref, str) and "." in ref and "--" not in ref]
+
+
+def _relative_imports(file: Path) -> list[str]:
+    """Modules a file imports from its own folder: ``from .x import y`` -> x, ``from . import x`` -> x."""
+    try:
+        tree = ast.parse(file.read_text(encoding="utf-8", errors="replace"))
+    except SyntaxError:
+        return []  # not ours to judge: loading it reports the syntax error itself
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found += [node.module] if node.module else [a.name for a in node.names]
+    return found
 
 
 def _cached_snapshots(remote) -> list[Path]:

@@ -98,6 +98,9 @@ class RemoteSpec:
     weights: str = "own"
     # sha256 of code files at `revision`: a local folder must hold exactly that code to count as pinned
     sha256: dict = field(default_factory=dict)
+    # modules the code imports beyond torch and transformers (import names, e.g. einops): checked
+    # before the code runs, so a missing one is named with the install command, not met mid-load
+    requires: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -379,7 +382,8 @@ def _read_build(r: _Reader, data) -> BuildSpec:
 
 def _read_remote(r: _Reader, data) -> RemoteSpec:
     m = r.mapping(data, "remote", {"repo": True, "revision": True, "mirror": False, "auto_class": False,
-                                   "transformers": False, "config": False, "weights": False, "sha256": False})
+                                   "transformers": False, "config": False, "weights": False, "sha256": False,
+                                   "requires": False})
     repo = r.string(m["repo"], "remote.repo")
     if repo.count("/") != 1 or not all(part.strip() for part in repo.split("/")):
         r.fail("remote.repo", f"{repo!r} is not a hub repository id", "write owner/name, e.g. Qwen/Qwen-7B")
@@ -398,7 +402,12 @@ def _read_remote(r: _Reader, data) -> RemoteSpec:
                                                for v in hashes.values()):
         r.fail("remote.sha256", "expected file: <64-hex sha256> pairs",
                "write e.g. {modeling_qwen.py: <sha256 of that file at the pinned revision>}")
-    return RemoteSpec(repo, revision, auto_class, tf, dict(overrides), mirror, weights, dict(hashes))
+    requires = m.get("requires") or []
+    if not isinstance(requires, list) or not all(isinstance(x, str) and re.fullmatch(r"[A-Za-z_]\w*(\.\w+)*", x)
+                                                 for x in requires):
+        r.fail("remote.requires", f"expected a list of module names, got {requires!r}",
+               "write the modules the code imports, as imported, e.g. [einops, transformers_stream_generator]")
+    return RemoteSpec(repo, revision, auto_class, tf, dict(overrides), mirror, weights, dict(hashes), tuple(requires))
 
 
 def _read_kv(r: _Reader, data) -> KVSpec:
