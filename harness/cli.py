@@ -63,6 +63,13 @@ def _run_dir(results_dir: str, given: str | None) -> Path:
             raise CliError(f"no runs under {root}; run `pytest -n auto harness/` first")
         return latest
     p = Path(given)
+    by_id = _run_id_dir(results_dir, given)
+    if by_id is not None:
+        # a plain name is first a run id: a folder of that name in the cwd must not shadow the run
+        if p.exists() and results.is_run_dir(p) and p.resolve() != by_id.resolve():
+            raise CliError(f"{given} is ambiguous: both the folder ./{given} and the run {by_id} exist; "
+                           f"write ./{given} for the folder or {by_id} for the run")
+        return by_id
     if p.exists():
         if not p.is_dir():
             raise CliError(f"{given} is a file, not a run folder (a run is a folder holding run.json and "
@@ -80,6 +87,33 @@ def _run_dir(results_dir: str, given: str | None) -> Path:
         raise CliError(f"no run {given}: neither a folder nor a run id under {root}; "
                        f"`prefix-compat runs --results-dir {results_dir}` lists them")
     return candidate
+
+
+def _run_id_dir(results_dir: str, given: str) -> Path | None:
+    """<results-dir>/runs/<given> when ``given`` is a plain run id (no path) naming a run there."""
+    if given in (".", "..") or Path(given).name != given:
+        return None
+    try:
+        candidate = results.run_dir_for(Path(results_dir), given)
+    except ValueError:
+        return None
+    return candidate if results.is_run_dir(candidate) else None
+
+
+def cmd_baseline(args) -> int:
+    """Make a whole run the baseline CI diffs against (replaces the old copy-by-hand)."""
+    from harness.reporting.baseline import make_baseline
+
+    run = _run_dir(args.results_dir, args.run)
+    dest = Path(args.to) if args.to else Path(args.results_dir) / "baseline"
+    try:
+        s = make_baseline(run, dest)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(s["counts"].items()))
+    print(f"{dest} is now run {s['run_id']} ({s['rows']} cells: {counts}; torch {s['torch']}, "
+          f"transformers {s['transformers']}, peft {s['peft']}, {s['device']}, {s['dtype']})")
+    return 0
 
 
 def cmd_report(args) -> int:
@@ -194,6 +228,12 @@ def main(argv=None) -> int:
                                                        "from B, or B is incomplete")
     p.add_argument("--results-dir", default="results")
     p.set_defaults(func=cmd_diff)
+    p = sub.add_parser("baseline", help="make a complete run the baseline CI diffs against (copies its parts and "
+                                        "run.json into results/baseline/, replacing it)")
+    p.add_argument("run", help="run folder or run id (`prefix-compat runs` lists them)")
+    p.add_argument("--to", help="the baseline folder (default: <results-dir>/baseline)")
+    p.add_argument("--results-dir", default="results")
+    p.set_defaults(func=cmd_baseline)
     p = sub.add_parser("plots", help="heatmap and training-curve PNGs next to a run (needs matplotlib)")
     p.add_argument("run", nargs="?")
     p.add_argument("--results-dir", default="results")
