@@ -117,13 +117,17 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from harness.reporting.report import table
+    from harness.reporting.report import checked_rows, table
 
     runs = [_run_dir(args.results_dir, r) for r in args.runs] if args.runs else [_run_dir(args.results_dir, None)]
     if len(runs) > 1 and not args.pivot:
         raise CliError("several runs make one table only with --pivot (e.g. --pivot transformers)")
     try:
-        text = table(runs, args.format, args.pivot)
+        if args.plots:  # the heatmap first, so the page links it; a damaged run gets none
+            for run in runs:
+                checked_rows(run)
+                _write_plots(run, sys.stderr)  # stdout may be the report itself
+        text = table(runs, args.format, args.pivot, Path(args.output).parent if args.output else None)
     except ValueError as e:
         raise CliError(str(e)) from None
     if args.output:
@@ -180,6 +184,11 @@ def cmd_plots(args) -> int:
         checked_rows(run)
     except ValueError as e:
         raise CliError(str(e)) from None
+    _write_plots(run)
+    return 0
+
+
+def _write_plots(run: Path, out=None) -> None:
     try:
         import matplotlib  # noqa: F401
 
@@ -187,8 +196,7 @@ def cmd_plots(args) -> int:
     except ImportError:
         raise CliError("plots need matplotlib: pip install 'prefix-compat[plots]'") from None
     for path in write_plots(run):
-        print(f"wrote {path}")
-    return 0
+        print(f"wrote {path}", file=out or sys.stdout)
 
 
 def cmd_probe(args) -> int:
@@ -214,6 +222,8 @@ def main(argv=None) -> int:
                    help="one table across runs, a row per model and value of this")
     p.add_argument("--format", choices=("md", "html"), default="md")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.add_argument("--plots", action="store_true", help="write each run's heatmap.png first (the HTML page links it; "
+                                                        "needs matplotlib)")
     p.add_argument("--results-dir", default="results")
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("runs", help="list stored runs")

@@ -9,7 +9,7 @@ import pytest
 from harness.cli import main
 from harness.reporting import results
 from harness.reporting.diff import diff_runs
-from harness.reporting.report import CELL_TEXT, COLORS, LEGEND, table
+from harness.reporting.report import CELL_TEXT, LEGEND, table
 
 CHECKS = ["accepts", "equivalence", "generate", "gradients", "train"]
 
@@ -189,10 +189,12 @@ def test_report_shows_the_new_statuses_with_their_reasons(tree):
     assert "1. the prefix did not change the tokens on any input tried" in md
     assert "2. the model has no attention KV cache" in md and "3. ran past the 600 s cell time limit" in md
     assert all(f"`{CELL_TEXT[s]}`" in LEGEND for s in results.STATUSES)
-    html = table(tree["new"], "html")
-    for text in ("inconclusive", "TIMEOUT", "n/a"):
-        assert f"background:{COLORS[text]}'>{text}<sup>" in html
-    assert len({COLORS[CELL_TEXT[s]] for s in results.STATUSES}) == len(results.STATUSES)  # one colour each
+    html = table(tree["new"], "html")  # the page itself: tests/test_report_html.py
+    from harness.reporting.plots import STATUS_COLORS
+
+    for status in ("inconclusive", "timeout", "n/a"):
+        assert f"data-status='{status}' style='background:{STATUS_COLORS[status]}'>" in html
+    assert len({STATUS_COLORS[s] for s in results.STATUSES}) == len(results.STATUSES)  # one colour each
 
 
 def test_a_pass_that_became_inconclusive_timeout_or_na_is_a_regression(tree, capsys):

@@ -13,6 +13,10 @@ STATUS_COLORS = {"pass": "#4caf50", "fail": "#e53935", "error": "#fb8c00", "xfai
                  "xpass": "#fdd835", "skip": "#90caf9", "inconclusive": "#9575cd", "timeout": "#d81b60",
                  "n/a": "#eeeeee"}
 NOT_IN_MATRIX = "#ffffff"
+# A glyph per status, so the heatmap and the HTML page read without colour too (DejaVu Sans has them all).
+STATUS_SYMBOLS = {"pass": "✓", "fail": "✗", "error": "!", "xfail": "⊘", "xpass": "✓!", "skip": "–",
+                  "inconclusive": "?", "timeout": "…", "n/a": "·"}
+DARK_STATUSES = {"pass", "fail", "error", "inconclusive", "timeout"}  # white glyphs on these colours
 
 
 def write_plots(run_dir: Path) -> list[Path]:
@@ -34,13 +38,19 @@ def write_plots(run_dir: Path) -> list[Path]:
     grid = [[to_rgb(STATUS_COLORS.get(index.get((m, s, a, c)), NOT_IN_MATRIX)) for a, c in cols] for m, s in rows]
     fig, ax = plt.subplots(figsize=(1.0 + 0.45 * len(cols), 1.2 + 0.4 * len(rows)))
     ax.imshow(grid, aspect="auto")
+    for y, (m, s) in enumerate(rows):
+        for x, (a, c) in enumerate(cols):
+            status = index.get((m, s, a, c))
+            if status in STATUS_SYMBOLS:
+                ax.text(x, y, STATUS_SYMBOLS[status], ha="center", va="center", fontsize=8,
+                        color="white" if status in DARK_STATUSES else "black")
     ax.set_xticks(range(len(cols)), [f"{a}\n{c}" for a, c in cols], rotation=90, fontsize=7)
     ax.set_yticks(range(len(rows)), [m if s in ("transformers", "reference") else f"{m} ({s})" for m, s in rows], fontsize=8)
     ax.set_xticks([x - 0.5 for x in range(1, len(cols))], minor=True)
     ax.set_yticks([y - 0.5 for y in range(1, len(rows))], minor=True)
     ax.grid(which="minor", color="white", linewidth=1)
     ax.tick_params(which="minor", length=0)
-    ax.legend(handles=[Patch(color=c, label=s) for s, c in STATUS_COLORS.items()], fontsize=7,
+    ax.legend(handles=[Patch(color=c, label=f"{STATUS_SYMBOLS[s]} {s}") for s, c in STATUS_COLORS.items()], fontsize=7,
               bbox_to_anchor=(1.01, 1), loc="upper left")
     ax.set_title(f"prefix-compat {run_dir.name}", fontsize=9)
     fig.tight_layout()

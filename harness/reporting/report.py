@@ -4,10 +4,10 @@ One row per model row (family, code source, KV layout, concat dim), one column p
 check; cells are pass / FAIL / expected-fail / ERROR / XPASS / skipped / inconclusive / TIMEOUT /
 n/a, with numbered footnotes carrying the reason or the first line of the error. The header names
 the environment and whether the run is complete. A damaged run or one without cells makes no table.
+The HTML page (harness/reporting/htmltable.py) shows the same cells as symbols on their status colour.
 """
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import pandas as pd
@@ -25,9 +25,6 @@ LEGEND = ("Cells: `pass`, `FAIL` (measured and missed its bar), `ERROR` (raised)
           "(ran past its time limit), `n/a` (the model has no attention KV cache to prefix), `-` (not in "
           "the matrix). [n] points to a note. Adapters: `harness` (ours), `naive` (the textbook [b, h, s, d] "
           "prefix), `peft` (PEFT's prefix tuning).")
-COLORS = {"pass": "#c8f7c5", "FAIL": "#f7c5c5", "ERROR": "#f7d9c5", "expected-fail": "#eeeeee",
-          "XPASS": "#f7f0c5", "skipped": "#ffffff", "inconclusive": "#e3d7f5", "TIMEOUT": "#f5c6e0",
-          "n/a": "#f4f4f4", MISSING: "#ffffff"}
 
 
 def run_summary(run_dir: Path, df: pd.DataFrame | None = None, problems: list[str] | None = None) -> dict:
@@ -133,9 +130,10 @@ PIVOTS = {"transformers": "transformers_version", "peft": "peft_version", "torch
           "device": "device", "dtype": "dtype"}
 
 
-def table(run_dirs, fmt: str = "md", pivot: str | None = None) -> str:
+def table(run_dirs, fmt: str = "md", pivot: str | None = None, link_from: Path | None = None) -> str:
     """The table of one run, or with ``pivot`` (e.g. ``transformers``) one table across several
-    runs with a row per (model, pivot value): a cell per (model, adapter, check, version)."""
+    runs with a row per (model, pivot value): a cell per (model, adapter, check, version).
+    ``link_from``: the folder an HTML page is written to, so its links to heatmaps are relative."""
     run_dirs = [Path(p) for p in (run_dirs if isinstance(run_dirs, (list, tuple)) else [run_dirs])]
     frames = [checked_rows(p) for p in run_dirs]
     summaries = [run_summary(p, df) for p, df in zip(run_dirs, frames)]
@@ -157,15 +155,20 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None) -> str:
             .sort_values(keys, kind="stable") if len(df) else pd.DataFrame(columns=keys))
     index = {(r["model"], r["code_source"], r["_pivot"], r["adapter"], r["check"]): r for r in df.to_dict("records")}
     notes = _Footnotes()
-    body = []
+    body, raw = [], []
     for r in rows.to_dict("records"):
-        cells = [_cell(index.get((r["model"], r["code_source"], r["_pivot"], a, c)), notes) for a, c in cols]
+        raw.append([index.get((r["model"], r["code_source"], r["_pivot"], a, c)) for a, c in cols])
+        cells = [_cell(row, notes) for row in raw[-1]]
         info = [r["model"]] + ([r["_pivot"]] if pivot else []) + [r["family"], r["code_source"], r["kv_layout"],
                                                                     r["concat_dim"]]
         body.append(([_text(x) for x in info], cells))
     info_head = ["model"] + ([pivot] if pivot else []) + ["family", "code", "KV layout", "concat dim"]
     spec_errors = [f"{r['model']}: {_text(r['message'])}" for r in broken]
-    return (_markdown if fmt == "md" else _html)(summaries, info_head, cols, body, notes, spec_errors)
+    if fmt == "md":
+        return _markdown(summaries, info_head, cols, body, notes, spec_errors)
+    from .htmltable import heatmap_links
+
+    return _html(summaries, info_head, cols, body, notes, spec_errors, raw, heatmap_links(run_dirs, link_from))
 
 
 def _text(value) -> str:
@@ -201,21 +204,8 @@ def _markdown(summaries, info_head, cols, body, notes, spec_errors=()) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _html(summaries, info_head, cols, body, notes, spec_errors=()) -> str:
-    esc = html.escape
-    out = ["<!doctype html><meta charset='utf-8'><title>prefix-compat</title>",
-           "<style>td,th{border:1px solid #999;padding:2px 6px;font:13px sans-serif}table{border-collapse:collapse}</style>",
-           "".join(f"<p>{esc(_env_line(s))}</p>" for s in summaries) + "<table><tr>"]
-    out += [f"<th>{esc(h)}</th>" for h in info_head]
-    out += [f"<th>{esc(a)}<br>{esc(c)}</th>" for a, c in cols] + ["</tr>"]
-    for info, cells in body:
-        out.append("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in info))
-        for text, n in cells:
-            sup = f"<sup>{n}</sup>" if n else ""
-            out.append(f"<td style='background:{COLORS.get(text, '#fff')}'>{esc(text)}{sup}</td>")
-        out.append("</tr>")
-    out.append("</table><ol>" + "".join(f"<li>{esc(t)}</li>" for _, t in notes.items()) + "</ol>\n")
-    if spec_errors:
-        out.append("<p>Spec files that did not load (no cells were run for them):</p><ul>"
-                   + "".join(f"<li>{esc(e)}</li>" for e in spec_errors) + "</ul>\n")
-    return "".join(out)
+def _html(summaries, info_head, cols, body, notes, spec_errors=(), rows=None, heatmaps=()) -> str:
+    # the page a person reads: harness/reporting/htmltable.py
+    from .htmltable import render
+
+    return render(summaries, info_head, cols, body, notes, spec_errors, rows, _env_line, heatmaps)
