@@ -104,8 +104,7 @@ class PrefixModel(nn.Module):
     def save_prefix(self, directory) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"spec": self.spec.name, "layout": str(self.contract.layout), "fixes": self.fixes_applied,
-                "prefix_positions": self.prefix_positions, **self.encoder.config()}
+        meta = checkpoint_meta(self)
         torch.save({"meta": meta, "state": self.encoder.state_dict()}, directory / PREFIX_FILE)
         (directory / "prefix.json").write_text(json.dumps(meta, indent=2) + "\n")
         return directory / PREFIX_FILE
