@@ -86,7 +86,9 @@ def test_the_import_saves_and_reloads_with_its_positions(tmp_path):
 
 
 def test_bad_checkpoints_are_refused_naming_file_and_field(tmp_path):
-    spec, base, _ = write_ptuning_checkpoint("chatglm2", False, tmp_path)
+    spec, base, builtin = write_ptuning_checkpoint("chatglm2", False, tmp_path)
+    with pytest.raises(ValueError, match="built with pre_seq_len=3"):  # it would widen the mask a second time
+        harness.from_chatglm_ptuning(builtin, tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "pre_seq_len": 8}))
     with pytest.raises(CheckpointError, match=r"config.json: pre_seq_len: 8, the weights hold 3"):

@@ -65,11 +65,16 @@ def wheel(tmp_path_factory):
     """The wheel built from a copy of this checkout's files (the build writes build/ and egg-info
     into its source folder; the checkout stays clean)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    listed = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT).stdout.split("\n")
-    for rel in filter(None, listed):
-        if (ROOT / rel).is_file():
-            (tmp / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, tmp / "src" / rel)
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if listed.returncode == 0:
+        for rel in filter(None, listed.stdout.split("\n")):
+            if (ROOT / rel).is_file():
+                (tmp / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / rel, tmp / "src" / rel)
+    else:  # not a git checkout (an unpacked sdist): everything but environments and outputs
+        shutil.copytree(ROOT, tmp / "src", ignore=shutil.ignore_patterns(
+            ".git", ".venv", ".tox", "build", "dist", "*.egg-info", "__pycache__", "runs", "bench"))
     run([sys.executable, "-m", "pip", "wheel", tmp / "src", "--no-deps", "--no-build-isolation", "--no-index",
          "-q", "-w", tmp / "dist"])
     (found,) = (tmp / "dist").glob("prefix_compat-*.whl")

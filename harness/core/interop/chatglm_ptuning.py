@@ -41,6 +41,12 @@ def from_chatglm_ptuning(model, checkpoint, spec=None, prefix_positions: str = "
     ``kwargs`` go to ``prefix_tune`` (e.g. ``dropout=0.1``, the models' own prefix dropout)."""
     from ..prefix_model import prefix_tune
 
+    built_in = getattr(getattr(model, "config", None), "pre_seq_len", None)
+    if built_in is not None:
+        # such a model prepends P mask columns to whatever mask it gets: the harness's would count twice
+        raise ValueError(f"the model was built with pre_seq_len={built_in}, so it runs its own prefix and widens "
+                         "the attention mask itself; build it without pre_seq_len (config.pre_seq_len = None) "
+                         "and let the harness feed the imported prefix")
     state, source = _load_state(checkpoint)
     enc_state = _prefix_encoder_weights(state, source)
     emb = enc_state["embedding.weight"]

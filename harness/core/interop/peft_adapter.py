@@ -35,6 +35,9 @@ def from_peft(model, peft_dir, spec=None, **kwargs):
     the result has no projection. ``kwargs`` go to ``prefix_tune`` (e.g. ``fixes``)."""
     from ..prefix_model import prefix_tune
 
+    if kwargs.get("projection_dim"):
+        raise ValueError("from_peft: a PEFT adapter holds its prefix as a K/V table (PEFT saves no MLP), so it "
+                         "cannot be loaded into a projected encoder; leave projection_dim out")
     peft_dir = Path(peft_dir)
     cfg_path = peft_dir / CONFIG_FILE
     cfg = _read_config(cfg_path)
