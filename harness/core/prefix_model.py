@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import checkpoint
 from .containers import returned_cache
 from .contract import CacheContract
 from .encoder import PrefixEncoder
@@ -31,7 +32,7 @@ PREFIX_FILE = "prefix.pt"
 class PrefixModel(nn.Module):
     def __init__(self, model: nn.Module, spec: ModelSpec | None = None, num_virtual_tokens: int = 16,
                  projection_dim: int | None = None, dropout: float = 0.0, layout: Layout | None = None,
-                 fixes: bool = True):
+                 fixes: bool = True, token_dim: int | None = None):
         super().__init__()
         self.spec = spec or find_spec_for(model.config)
         self.base = model
@@ -41,7 +42,10 @@ class PrefixModel(nn.Module):
         d = self.contract.dims
         ref = next(model.parameters())
         self.encoder = PrefixEncoder(d.layers, d.heads, d.head_dim, num_virtual_tokens, projection_dim,
-                                     dropout=dropout).to(device=ref.device, dtype=ref.dtype)
+                                     token_dim=token_dim, dropout=dropout).to(device=ref.device, dtype=ref.dtype)
+        # "offset": the prefix takes positions 0..P-1, as real tokens would; "none": a position-less
+        # prefix, as ChatGLM's own P-Tuning v2 trains one (harness/core/interop/positions.py)
+        self.prefix_positions = "offset"
         self._hooks = apply_fixes(model, self.spec, self.contract) if fixes else []
         self.fixes_applied = bool(self._hooks)
 
@@ -100,11 +104,20 @@ class PrefixModel(nn.Module):
     def save_prefix(self, directory) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        meta = {"spec": self.spec.name, "layout": str(self.contract.layout), "fixes": self.fixes_applied,
-                **self.encoder.config()}
+        meta = checkpoint_meta(self)
         torch.save({"meta": meta, "state": self.encoder.state_dict()}, directory / PREFIX_FILE)
         (directory / "prefix.json").write_text(json.dumps(meta, indent=2) + "\n")
         return directory / PREFIX_FILE
+
+    def save_pretrained(self, directory) -> Path:
+        """``prefix_model.safetensors`` + ``prefix_config.json`` (harness/core/checkpoint.py)."""
+        return checkpoint.write(directory, checkpoint_meta(self), self.encoder.state_dict())
+
+    def to_peft(self, directory) -> Path:
+        """A PEFT prefix-tuning adapter (``PeftModel.from_pretrained`` loads it where PEFT runs the model)."""
+        from .interop.peft_adapter import to_peft
+
+        return to_peft(self, directory)
 
 
 def prefix_tune(model: nn.Module, num_virtual_tokens: int = 16, spec: ModelSpec | str | None = None,
@@ -116,12 +129,32 @@ def prefix_tune(model: nn.Module, num_virtual_tokens: int = 16, spec: ModelSpec 
     return PrefixModel(model, spec, num_virtual_tokens, **kwargs)
 
 
+def checkpoint_meta(pm: PrefixModel) -> dict:
+    """What a checkpoint needs to rebuild ``pm`` on a model (checkpoint.FIELDS)."""
+    return {"spec": pm.spec.name, "layout": str(pm.contract.layout), "fixes": pm.fixes_applied,
+            "prefix_positions": pm.prefix_positions, **pm.encoder.config()}
+
+
 def load_prefix(model: nn.Module, directory, spec: ModelSpec | str | None = None) -> PrefixModel:
-    """Rebuild a saved prefix on a model (the model must have the saved one's sizes)."""
-    blob = torch.load(Path(directory) / PREFIX_FILE, map_location="cpu", weights_only=True)
-    meta = blob["meta"]
-    pm = prefix_tune(model, meta["num_virtual_tokens"], spec or meta["spec"],
-                     projection_dim=meta["projection_dim"], layout=Layout.parse(meta["layout"]),
-                     fixes=meta["fixes"])
-    pm.encoder.load_state_dict(blob["state"])
+    """Rebuild a saved prefix on a model (the model must have the saved one's sizes). Reads what
+    ``save_pretrained`` writes and the older ``prefix.pt``; a damaged or mismatched checkpoint is a
+    ``CheckpointError`` naming the file and field."""
+    meta, state = checkpoint.read(directory)
+    source = Path(directory) / (checkpoint.CONFIG_FILE if "tensors" in meta else PREFIX_FILE)
+    try:
+        layout = Layout.parse(meta["layout"])
+    except ValueError as e:
+        raise checkpoint.CheckpointError(source, "layout", str(e), "write the layout as saved, e.g. [b, h, s, d]") from e
+    if spec is None and not (SPEC_DIR / f"{meta['spec']}.yaml").exists():
+        raise checkpoint.CheckpointError(source, "spec", f"no spec named {meta['spec']!r} in {SPEC_DIR}",
+                                         "pass spec= the spec (file) the prefix was saved with")
+    pm = prefix_tune(model, meta["num_virtual_tokens"], spec or meta["spec"], projection_dim=meta.get("projection_dim"),
+                     layout=layout, fixes=meta["fixes"], token_dim=meta.get("token_dim"))
+    checkpoint.check_fits(source, meta, pm.contract.dims, state,
+                          {k: v.shape for k, v in pm.encoder.state_dict().items()})
+    pm.encoder.load_state_dict(state)
+    if meta.get("prefix_positions", "offset") == "none":
+        from .interop.positions import make_positionless
+
+        make_positionless(pm)
     return pm

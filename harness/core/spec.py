@@ -20,7 +20,11 @@ from . import names
 from .expr import ConfigExpr, ExprError
 from .layout import AXES, Layout, LayoutError
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "model_specs"
+# The specs live in model_specs/ at the top of a checkout (the source of truth); a built wheel carries
+# the same files as harness/model_specs/ (pyproject.toml maps the folder into the package), so an
+# installed package finds them beside its own code.
+_PACKAGED_SPECS = Path(__file__).resolve().parents[1] / "model_specs"
+SPEC_DIR = _PACKAGED_SPECS if _PACKAGED_SPECS.is_dir() else Path(__file__).resolve().parents[2] / "model_specs"
 SPEC_SUFFIXES = (".yaml", ".yml")
 DEFAULT_VARIANT = "default"
 
