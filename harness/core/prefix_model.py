@@ -41,7 +41,7 @@ class PrefixModel(nn.Module):
         d = self.contract.dims
         ref = next(model.parameters())
         self.encoder = PrefixEncoder(d.layers, d.heads, d.head_dim, num_virtual_tokens, projection_dim,
-                                     dropout=dropout).to(device=ref.device, dtype=ref.dtype)
+                                     dropout=dropout, v_head_dim=d.v_head_dim).to(device=ref.device, dtype=ref.dtype)
         self._hooks = apply_fixes(model, self.spec, self.contract) if fixes else []
         self.fixes_applied = bool(self._hooks)
 

@@ -40,7 +40,9 @@ class KVSpec:
     concat_axis: str  # named axis; its dim is layout.dim(concat_axis)
     layers: tuple[ConfigExpr, ...]
     heads: tuple[ConfigExpr, ...]
-    head_dim: tuple[ConfigExpr, ...]
+    head_dim: tuple[ConfigExpr, ...]  # K's last dim (and V's, unless v_head_dim is given)
+    # V's last dim when it differs from K's (MLA: DeepSeek-V2/V3 cache a latent); None: head_dim
+    v_head_dim: tuple[ConfigExpr, ...] | None = None
 
     @property
     def concat_dim(self) -> int:
@@ -402,7 +404,8 @@ def _read_remote(r: _Reader, data) -> RemoteSpec:
 
 
 def _read_kv(r: _Reader, data) -> KVSpec:
-    kv = r.mapping(data, "kv", {"layout": True, "concat_axis": True, "layers": True, "heads": True, "head_dim": True})
+    kv = r.mapping(data, "kv", {"layout": True, "concat_axis": True, "layers": True, "heads": True, "head_dim": True,
+                                "v_head_dim": False})
     try:
         layout = Layout.parse(kv["layout"])
     except LayoutError as e:
@@ -424,6 +427,7 @@ def _read_kv(r: _Reader, data) -> KVSpec:
         layers=r.exprs(kv["layers"], "kv.layers"),
         heads=r.exprs(kv["heads"], "kv.heads"),
         head_dim=r.exprs(kv["head_dim"], "kv.head_dim"),
+        v_head_dim=r.exprs(kv["v_head_dim"], "kv.v_head_dim") if kv.get("v_head_dim") is not None else None,
     )
 
 
@@ -538,8 +542,9 @@ def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
         if value <= 0:
             r.fail(fld, f"evaluates to {value}", "point it at a positive size")
 
-    for fld in ("layers", "heads", "head_dim"):
-        positive(f"kv.{fld}", getattr(spec.kv, fld))
+    for fld in ("layers", "heads", "head_dim", "v_head_dim"):
+        if getattr(spec.kv, fld) is not None:
+            positive(f"kv.{fld}", getattr(spec.kv, fld))
     positive("matrix.num_virtual_tokens", (spec.num_virtual_tokens,))
     for i, v in enumerate(spec.variants[1:]):
         if v.num_virtual_tokens is not None:
@@ -736,7 +741,7 @@ def _estimate_size(spec: ModelSpec, config) -> tuple[int, int] | None:
 def _tell_apart_sizes(dims, n_inserts: int) -> tuple[int, int]:
     """Batch and length for the probe forward: 2 x 3 unless that collides with the spec's heads or
     head dim, so that every axis of the cache has a size of its own and a swapped layout shows."""
-    taken = {dims.heads, dims.head_dim}
+    taken = {dims.heads, dims.head_dim, dims.v_head_dim}
     batch = 2
     while batch in taken:
         batch += 1
@@ -763,10 +768,14 @@ def _given(value: int, candidates, config) -> str:
 
 
 def _compare_kv(spec: ModelSpec, config, dims, batch: int, length: int, which: str, shape: tuple) -> None:
-    """One layer's K (or V) shape against the spec's layout and sizes; a mismatch names its field."""
+    """One layer's K (or V) shape against the spec's layout and sizes; a mismatch names its field
+    (V's head dim is kv.v_head_dim when the spec gives one, else kv.head_dim)."""
     r = _Reader(Path(spec.path))
     layout = spec.kv.layout
-    sizes = {"b": batch, "s": length, "h": dims.heads, "d": dims.head_dim}
+    own_v = which == "V" and spec.kv.v_head_dim is not None
+    d_field, d_exprs = ("kv.v_head_dim", spec.kv.v_head_dim) if own_v else ("kv.head_dim", spec.kv.head_dim)
+    head_dim = dims.v_head_dim if which == "V" else dims.head_dim
+    sizes = {"b": batch, "s": length, "h": dims.heads, "d": head_dim}
     want = layout.shape(**sizes)
     if len(shape) != 4:
         r.fail("kv.layout", f"the spec gives {layout} but the model caches {len(shape)}-D {which} tensors "
@@ -782,17 +791,19 @@ def _compare_kv(spec: ModelSpec, config, dims, batch: int, length: int, which: s
                f"write layout: {fits[0] if fits else 'the order the model uses'}")
     at = {a: shape[layout.dim(a)] for a in AXES}  # measured sizes, read with the spec's layout
     if at["b"] == batch and at["s"] == length:  # batch and sequence sit where the layout says
-        for axis, fld, candidates in (("h", "kv.heads", spec.kv.heads), ("d", "kv.head_dim", spec.kv.head_dim)):
+        for axis, fld, candidates in (("h", "kv.heads", spec.kv.heads), ("d", d_field, d_exprs)):
             if at[axis] != sizes[axis]:
                 names_ = _attributes_equal(config, at[axis])
                 hint = f" (config attributes equal to {at[axis]}: {', '.join(names_)})" if names_ else ""
+                if fld == "kv.head_dim" and which == "V":  # V alone differs: MLA-style, its own field
+                    fld, hint = "kv.v_head_dim", hint + "; K and V head dims differ: give V's in kv.v_head_dim"
                 r.fail(fld, f"the spec gives {_given(sizes[axis], candidates, config)}, the model's cache "
                        f"measured {at[axis]} ({which} of shape {tuple(shape)} in {layout})",
                        f"point {fld} at the config value the cache uses{hint}")
-    r.fail("kv.layout", f"the spec gives {layout} with heads {dims.heads} and head dim {dims.head_dim} (a {which} of "
+    r.fail("kv.layout", f"the spec gives {layout} with heads {dims.heads} and head dim {head_dim} (a {which} of "
            f"shape {want} for batch {batch}, {length} tokens); the model's cache holds {which} of shape "
            f"{tuple(shape)}, which no order of those sizes gives",
-           "check kv.layout, kv.heads and kv.head_dim against the model's attention code")
+           f"check kv.layout, kv.heads and {d_field} against the model's attention code")
 
 
 def check_buildable(spec: ModelSpec, memory_bytes: int | None = None) -> dict:
