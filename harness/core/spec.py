@@ -6,6 +6,7 @@ without reading this code. See ``model_specs/README.md`` for the format.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib.util
 import re
@@ -522,17 +523,26 @@ def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
             r.fail(fld, f"{name!r} cannot be found ({e})",
                    "name a class of transformers, or module:Class for a reference model")
     known = _config_keys(classes["build.config_class"])
-    for key in spec.build.config:
-        if known and key not in known:
-            near = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"did you mean {near[0]!r}?" if near else f"see {spec.build.config_class}'s arguments"
-            r.fail(f"build.config.{key}", f"{spec.build.config_class} has no such setting (it would be kept as a "
-                   f"stray attribute and change nothing)", f"correct or remove it ({hint})")
+    stray = [key for key in spec.build.config if known and key not in known]
     try:
         config = classes["build.config_class"](**spec.build.config)
     except Exception as e:  # noqa: BLE001 - any failure here is the spec's build.config
-        r.fail("build.config", f"{spec.build.config_class} rejected it: {type(e).__name__}: {e}",
-               "use the config class's own attribute names and valid values")
+        if stray:  # a misspelt key is the likelier cause
+            config = None
+        else:
+            r.fail("build.config", f"{spec.build.config_class} rejected it: {type(e).__name__}: {e}",
+                   "use the config class's own attribute names and valid values")
+    # A key the config class does not declare may still be read by the model's code (Qwen3-MoE reads
+    # getattr(config, "head_dim", ...)): measured by building the model on the meta device and
+    # recording which of them it reads. Only a key nothing reads is refused (typos stay errors).
+    read = _keys_read_by_model(classes["build.class"], config, stray) if stray and config is not None else set()
+    for key in stray:
+        if key not in read:
+            near = difflib.get_close_matches(str(key), sorted(known | read), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"see {spec.build.config_class}'s arguments"
+            r.fail(f"build.config.{key}", f"{spec.build.config_class} has no such setting and "
+                   f"{spec.build.model_class} does not read it (it would be kept as a stray attribute and change "
+                   f"nothing)", f"correct or remove it ({hint})")
 
     def positive(fld, candidates):
         try:
@@ -554,6 +564,31 @@ def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
     for i, tok in enumerate(spec.inputs.insert_tokens):
         if not tok.applies(config):
             r.fail(f"inputs.insert_tokens[{i}]", f"{tok} is not set in the config", "name a token id attribute of the config")
+
+
+def _keys_read_by_model(model_class, config, keys) -> set[str]:
+    """Which of ``keys`` the model's code reads from its config while it is built (on the meta
+    device: shapes only, nothing allocated). Empty when the model cannot be built there."""
+    import torch
+
+    wanted, read = set(keys), set()
+    base = type(config)
+
+    class Traced(base):  # the same config, noting reads of the keys asked about
+        def __getattribute__(self, name):
+            if name in wanted:
+                read.add(name)
+            return super().__getattribute__(name)
+
+    Traced.__name__ = Traced.__qualname__ = base.__name__
+    traced = copy.copy(config)
+    try:
+        traced.__class__ = Traced
+        with torch.device("meta"):
+            model_class(traced)
+    except Exception:  # noqa: BLE001 - cannot tell: treat every key as unread (the typo check stands)
+        return set()
+    return read
 
 
 def _config_keys(config_class) -> set[str]:
