@@ -99,11 +99,6 @@ def kv_parts(kv) -> tuple:
     return tuple(kv) if isinstance(kv, (tuple, list)) else kv.unbind(1)
 
 
-def kv_join(k: torch.Tensor, v: torch.Tensor):
-    """The canonical form of K (layers, [B,] H, P, Dk) and V: stacked when the shapes agree."""
-    return torch.stack((k, v), dim=1) if k.shape == v.shape else (k, v)
-
-
 def kv_map(fn, *kvs):
     """Apply ``fn`` part by part (K with K, V with V) to K/V of the same form; the result keeps it.
     ``fn`` must keep the 2-axis of the stacked form where it is (dim 1)."""
