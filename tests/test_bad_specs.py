@@ -208,10 +208,11 @@ def test_every_repo_spec_is_buildable(path):
     dims = kv_dims(spec, model.config)
     batch, length = got["tokens"]
     # the probe sizes are told apart from the head sizes, so a swapped layout cannot pass unseen
-    assert len({batch, length, dims.heads, dims.head_dim}) == 4
+    assert len({batch, length, dims.heads, dims.head_dim}) == 4 and {batch, length}.isdisjoint({dims.v_head_dim})
     assert got["layers"] == dims.layers
     want = spec.kv.layout.shape(b=batch, s=length, h=dims.heads, d=dims.head_dim)
-    assert got["k_shape"] == got["v_shape"] == want
+    assert got["k_shape"] == want  # V: its own head dim where the spec gives kv.v_head_dim (MLA)
+    assert got["v_shape"] == spec.kv.layout.shape(b=batch, s=length, h=dims.heads, d=dims.v_head_dim)
     assert 0 < got["seconds"] < 60
 
 

@@ -505,3 +505,19 @@ def test_cli_validate_files_reports_every_bad_one(tmp_path, capsys):
 def test_cli_validate_empty_folder(tmp_path, capsys):
     assert cli_main(["validate", str(tmp_path)]) == 2
     assert "no spec files found" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- config keys the model reads
+def test_a_config_key_the_model_reads_is_accepted_and_a_typo_is_not(tmp_path):
+    """Qwen3MoeConfig (transformers 5.24) declares no head_dim, yet its attention reads
+    getattr(config, "head_dim", ...): the key changes the built model's cache, so validate accepts it.
+    Control: a misspelt key, which nothing reads, is still refused naming file, field and a did-you-mean."""
+    from harness.core.spec import check_buildable
+
+    data = yaml.safe_load((SPEC_DIR / "qwen3_moe.yaml").read_text())
+    data["build"]["config"]["head_dim"] = 8  # not hidden_size / heads (16)
+    spec = load_spec(write(tmp_path, data, "qwen3_moe"))
+    assert check_buildable(spec)["k_shape"][-1] == 8  # measured: the key is read
+    data["build"]["config"]["head_dmi"] = 8
+    expect_error(write(tmp_path, data, "qwen3_moe"), "build.config.head_dmi",
+                 "does not read it", "did you mean 'head_dim'?")

@@ -34,19 +34,34 @@ class CacheContract:
         )
 
     # ------------------------------------------------------------------ canonical <-> model
-    def to_model_cache(self, kv: torch.Tensor):
-        """(layers, 2, B, H, P, D) -> the model's own container in ``self.layout``."""
+    def to_model_cache(self, kv):
+        """Canonical K/V -> the model's own container in ``self.layout``: (layers, 2, B, H, P, D), or a
+        (K, V) pair of (layers, B, H, P, D*) where K and V differ in head dim (MLA)."""
+        if isinstance(kv, (tuple, list)):
+            k, v = kv
+            pairs = [(self.layout.convert(a, CANONICAL), self.layout.convert(b, CANONICAL))
+                     for a, b in zip(k.unbind(0), v.unbind(0))]
+            return containers.container(self.container_name).pack(pairs)
         # unbind, not kv[i, 0]: each indexing op's backward allocates and fills a zero tensor of
         # kv's full (layers, 2, B, H, P, D) size (2 x layers of them a step); unbind's is one stack.
         pairs = [tuple(self.layout.convert(t, CANONICAL) for t in layer.unbind(0)) for layer in kv.unbind(0)]
         return containers.container(self.container_name).pack(pairs)
 
-    def from_model_cache(self, cache) -> torch.Tensor:
-        """The model's returned cache -> (layers, 2, B, H, S, D). Always read with the spec's true
-        layout: this is how the oracle takes real tokens' K/V."""
+    def layer_pairs(self, cache) -> list:
+        """The model's returned cache -> per layer (K, V), each (B, H, S, D*) in canonical layout, read
+        with the spec's true layout. Layers may hold different lengths (a sliding-window layer keeps
+        only its last window of positions)."""
         pairs = containers.container(self.container_name).unpack(cache)
         true = self.spec.kv.layout
-        return torch.stack([torch.stack((CANONICAL.convert(k, true), CANONICAL.convert(v, true))) for k, v in pairs])
+        return [(CANONICAL.convert(k, true), CANONICAL.convert(v, true)) for k, v in pairs]
+
+    def from_model_cache(self, cache):
+        """The model's returned cache -> (layers, 2, B, H, S, D), or a (K, V) pair of (layers, B, H, S, D*)
+        where K and V differ in head dim. Always read with the spec's true layout: this is how the
+        oracle takes real tokens' K/V. Every layer must hold the same length (see ``layer_pairs``)."""
+        pairs = self.layer_pairs(cache)
+        k, v = torch.stack([k for k, _ in pairs]), torch.stack([v for _, v in pairs])
+        return (k, v) if self.dims.split else torch.stack((k, v), dim=1)  # a K/V shape mismatch raises here
 
     def cache_length(self, cache) -> int:
         k, _ = containers.container(self.container_name).unpack(cache)[0]

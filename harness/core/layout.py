@@ -86,3 +86,35 @@ class Layout:
 # The layout the prefix encoder emits and the classic P-Tuning v2 recipe assumes
 # (concatenation on dim 2): (B, H, P, D).
 CANONICAL = Layout.parse("[b, h, s, d]")
+
+
+# ----------------------------------------------------------------------------- canonical K/V
+# The prefix's K/V in canonical form, for all layers at once. When K and V share a head dim (every
+# model but MLA) it is ONE tensor (layers, 2, [B,] H, P, D), K at index 0 and V at 1 of dim 1: the
+# fast common case (views of the encoder's weight, unbound per layer). When they differ (MLA:
+# DeepSeek-V2/V3 cache a latent, K and V of different last dims) it is a PAIR (K, V) of tensors
+# (layers, [B,] H, P, Dk) and (layers, [B,] H, P, Dv). These helpers let code handle both alike.
+def kv_parts(kv) -> tuple:
+    """(K, V), each (layers, [B,] H, P, D*), from either form (views, no copy)."""
+    return tuple(kv) if isinstance(kv, (tuple, list)) else kv.unbind(1)
+
+
+def kv_map(fn, *kvs):
+    """Apply ``fn`` part by part (K with K, V with V) to K/V of the same form; the result keeps it.
+    ``fn`` must keep the 2-axis of the stacked form where it is (dim 1)."""
+    if isinstance(kvs[0], (tuple, list)):
+        return tuple(fn(*parts) for parts in zip(*kvs))
+    return fn(*kvs)
+
+
+def kv_shapes(kv) -> tuple:
+    """The shape(s) of K/V in either form, for comparing two of them."""
+    return tuple(tuple(t.shape) for t in kv) if isinstance(kv, (tuple, list)) else tuple(kv.shape)
+
+
+def kv_with_batch(kv, batch: int):
+    """K/V without a batch axis -> with one of size ``batch`` (an expanded view, no copy):
+    (layers, 2, H, P, D) -> (layers, 2, B, H, P, D), or each part (layers, H, P, D) -> (layers, B, H, P, D)."""
+    if isinstance(kv, (tuple, list)):
+        return tuple(t.unsqueeze(1).expand(-1, batch, -1, -1, -1) for t in kv)
+    return kv.unsqueeze(2).expand(-1, -1, batch, -1, -1, -1)

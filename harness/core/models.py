@@ -34,14 +34,26 @@ class KVDims:
 
     layers: int
     heads: int
-    head_dim: int
+    head_dim: int  # K's last dim
+    v_head_dim: int | None = None  # V's last dim; None: the same as K's (every model but MLA)
+
+    def __post_init__(self):
+        if self.v_head_dim is None:
+            object.__setattr__(self, "v_head_dim", self.head_dim)
+
+    @property
+    def split(self) -> bool:
+        """K and V differ in their last dim: the canonical prefix is a (K, V) pair, not one tensor."""
+        return self.v_head_dim != self.head_dim
 
 
 def kv_dims(spec, config) -> KVDims:
+    v_exprs = getattr(spec.kv, "v_head_dim", None)
     return KVDims(
         layers=first_applicable(spec.kv.layers, config),
         heads=first_applicable(spec.kv.heads, config),
         head_dim=first_applicable(spec.kv.head_dim, config),
+        v_head_dim=first_applicable(v_exprs, config) if v_exprs else None,
     )
 
 

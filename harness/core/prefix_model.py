@@ -42,7 +42,7 @@ class PrefixModel(nn.Module):
         d = self.contract.dims
         ref = next(model.parameters())
         self.encoder = PrefixEncoder(d.layers, d.heads, d.head_dim, num_virtual_tokens, projection_dim,
-                                     token_dim=token_dim, dropout=dropout).to(device=ref.device, dtype=ref.dtype)
+                                     token_dim=token_dim, dropout=dropout, v_head_dim=d.v_head_dim).to(device=ref.device, dtype=ref.dtype)
         # "offset": the prefix takes positions 0..P-1, as real tokens would; "none": a position-less
         # prefix, as ChatGLM's own P-Tuning v2 trains one (harness/core/interop/positions.py)
         self.prefix_positions = "offset"

@@ -6,6 +6,7 @@ without reading this code. See ``model_specs/README.md`` for the format.
 """
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib.util
 import re
@@ -44,7 +45,9 @@ class KVSpec:
     concat_axis: str  # named axis; its dim is layout.dim(concat_axis)
     layers: tuple[ConfigExpr, ...]
     heads: tuple[ConfigExpr, ...]
-    head_dim: tuple[ConfigExpr, ...]
+    head_dim: tuple[ConfigExpr, ...]  # K's last dim (and V's, unless v_head_dim is given)
+    # V's last dim when it differs from K's (MLA: DeepSeek-V2/V3 cache a latent); None: head_dim
+    v_head_dim: tuple[ConfigExpr, ...] | None = None
 
     @property
     def concat_dim(self) -> int:
@@ -415,7 +418,8 @@ def _read_remote(r: _Reader, data) -> RemoteSpec:
 
 
 def _read_kv(r: _Reader, data) -> KVSpec:
-    kv = r.mapping(data, "kv", {"layout": True, "concat_axis": True, "layers": True, "heads": True, "head_dim": True})
+    kv = r.mapping(data, "kv", {"layout": True, "concat_axis": True, "layers": True, "heads": True, "head_dim": True,
+                                "v_head_dim": False})
     try:
         layout = Layout.parse(kv["layout"])
     except LayoutError as e:
@@ -437,6 +441,7 @@ def _read_kv(r: _Reader, data) -> KVSpec:
         layers=r.exprs(kv["layers"], "kv.layers"),
         heads=r.exprs(kv["heads"], "kv.heads"),
         head_dim=r.exprs(kv["head_dim"], "kv.head_dim"),
+        v_head_dim=r.exprs(kv["v_head_dim"], "kv.v_head_dim") if kv.get("v_head_dim") is not None else None,
     )
 
 
@@ -531,17 +536,26 @@ def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
             r.fail(fld, f"{name!r} cannot be found ({e})",
                    "name a class of transformers, or module:Class for a reference model")
     known = _config_keys(classes["build.config_class"])
-    for key in spec.build.config:
-        if known and key not in known:
-            near = difflib.get_close_matches(str(key), sorted(known), n=1)
-            hint = f"did you mean {near[0]!r}?" if near else f"see {spec.build.config_class}'s arguments"
-            r.fail(f"build.config.{key}", f"{spec.build.config_class} has no such setting (it would be kept as a "
-                   f"stray attribute and change nothing)", f"correct or remove it ({hint})")
+    stray = [key for key in spec.build.config if known and key not in known]
     try:
         config = classes["build.config_class"](**spec.build.config)
     except Exception as e:  # noqa: BLE001 - any failure here is the spec's build.config
-        r.fail("build.config", f"{spec.build.config_class} rejected it: {type(e).__name__}: {e}",
-               "use the config class's own attribute names and valid values")
+        if stray:  # a misspelt key is the likelier cause
+            config = None
+        else:
+            r.fail("build.config", f"{spec.build.config_class} rejected it: {type(e).__name__}: {e}",
+                   "use the config class's own attribute names and valid values")
+    # A key the config class does not declare may still be read by the model's code (Qwen3-MoE reads
+    # getattr(config, "head_dim", ...)): measured by building the model on the meta device and
+    # recording which of them it reads. Only a key nothing reads is refused (typos stay errors).
+    read = _keys_read_by_model(classes["build.class"], config, stray) if stray and config is not None else set()
+    for key in stray:
+        if key not in read:
+            near = difflib.get_close_matches(str(key), sorted(known | read), n=1)
+            hint = f"did you mean {near[0]!r}?" if near else f"see {spec.build.config_class}'s arguments"
+            r.fail(f"build.config.{key}", f"{spec.build.config_class} has no such setting and "
+                   f"{spec.build.model_class} does not read it (it would be kept as a stray attribute and change "
+                   f"nothing)", f"correct or remove it ({hint})")
 
     def positive(fld, candidates):
         try:
@@ -551,8 +565,9 @@ def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
         if value <= 0:
             r.fail(fld, f"evaluates to {value}", "point it at a positive size")
 
-    for fld in ("layers", "heads", "head_dim"):
-        positive(f"kv.{fld}", getattr(spec.kv, fld))
+    for fld in ("layers", "heads", "head_dim", "v_head_dim"):
+        if getattr(spec.kv, fld) is not None:
+            positive(f"kv.{fld}", getattr(spec.kv, fld))
     positive("matrix.num_virtual_tokens", (spec.num_virtual_tokens,))
     for i, v in enumerate(spec.variants[1:]):
         if v.num_virtual_tokens is not None:
@@ -562,6 +577,31 @@ def _check_against_config(r: _Reader, spec: ModelSpec) -> None:
     for i, tok in enumerate(spec.inputs.insert_tokens):
         if not tok.applies(config):
             r.fail(f"inputs.insert_tokens[{i}]", f"{tok} is not set in the config", "name a token id attribute of the config")
+
+
+def _keys_read_by_model(model_class, config, keys) -> set[str]:
+    """Which of ``keys`` the model's code reads from its config while it is built (on the meta
+    device: shapes only, nothing allocated). Empty when the model cannot be built there."""
+    import torch
+
+    wanted, read = set(keys), set()
+    base = type(config)
+
+    class Traced(base):  # the same config, noting reads of the keys asked about
+        def __getattribute__(self, name):
+            if name in wanted:
+                read.add(name)
+            return super().__getattribute__(name)
+
+    Traced.__name__ = Traced.__qualname__ = base.__name__
+    traced = copy.copy(config)
+    try:
+        traced.__class__ = Traced
+        with torch.device("meta"):
+            model_class(traced)
+    except Exception:  # noqa: BLE001 - cannot tell: treat every key as unread (the typo check stands)
+        return set()
+    return read
 
 
 def _config_keys(config_class) -> set[str]:
@@ -749,7 +789,7 @@ def _estimate_size(spec: ModelSpec, config) -> tuple[int, int] | None:
 def _tell_apart_sizes(dims, n_inserts: int) -> tuple[int, int]:
     """Batch and length for the probe forward: 2 x 3 unless that collides with the spec's heads or
     head dim, so that every axis of the cache has a size of its own and a swapped layout shows."""
-    taken = {dims.heads, dims.head_dim}
+    taken = {dims.heads, dims.head_dim, dims.v_head_dim}
     batch = 2
     while batch in taken:
         batch += 1
@@ -776,10 +816,14 @@ def _given(value: int, candidates, config) -> str:
 
 
 def _compare_kv(spec: ModelSpec, config, dims, batch: int, length: int, which: str, shape: tuple) -> None:
-    """One layer's K (or V) shape against the spec's layout and sizes; a mismatch names its field."""
+    """One layer's K (or V) shape against the spec's layout and sizes; a mismatch names its field
+    (V's head dim is kv.v_head_dim when the spec gives one, else kv.head_dim)."""
     r = _Reader(Path(spec.path))
     layout = spec.kv.layout
-    sizes = {"b": batch, "s": length, "h": dims.heads, "d": dims.head_dim}
+    own_v = which == "V" and spec.kv.v_head_dim is not None
+    d_field, d_exprs = ("kv.v_head_dim", spec.kv.v_head_dim) if own_v else ("kv.head_dim", spec.kv.head_dim)
+    head_dim = dims.v_head_dim if which == "V" else dims.head_dim
+    sizes = {"b": batch, "s": length, "h": dims.heads, "d": head_dim}
     want = layout.shape(**sizes)
     if len(shape) != 4:
         r.fail("kv.layout", f"the spec gives {layout} but the model caches {len(shape)}-D {which} tensors "
@@ -795,17 +839,19 @@ def _compare_kv(spec: ModelSpec, config, dims, batch: int, length: int, which: s
                f"write layout: {fits[0] if fits else 'the order the model uses'}")
     at = {a: shape[layout.dim(a)] for a in AXES}  # measured sizes, read with the spec's layout
     if at["b"] == batch and at["s"] == length:  # batch and sequence sit where the layout says
-        for axis, fld, candidates in (("h", "kv.heads", spec.kv.heads), ("d", "kv.head_dim", spec.kv.head_dim)):
+        for axis, fld, candidates in (("h", "kv.heads", spec.kv.heads), ("d", d_field, d_exprs)):
             if at[axis] != sizes[axis]:
                 names_ = _attributes_equal(config, at[axis])
                 hint = f" (config attributes equal to {at[axis]}: {', '.join(names_)})" if names_ else ""
+                if fld == "kv.head_dim" and which == "V":  # V alone differs: MLA-style, its own field
+                    fld, hint = "kv.v_head_dim", hint + "; K and V head dims differ: give V's in kv.v_head_dim"
                 r.fail(fld, f"the spec gives {_given(sizes[axis], candidates, config)}, the model's cache "
                        f"measured {at[axis]} ({which} of shape {tuple(shape)} in {layout})",
                        f"point {fld} at the config value the cache uses{hint}")
-    r.fail("kv.layout", f"the spec gives {layout} with heads {dims.heads} and head dim {dims.head_dim} (a {which} of "
+    r.fail("kv.layout", f"the spec gives {layout} with heads {dims.heads} and head dim {head_dim} (a {which} of "
            f"shape {want} for batch {batch}, {length} tokens); the model's cache holds {which} of shape "
            f"{tuple(shape)}, which no order of those sizes gives",
-           "check kv.layout, kv.heads and kv.head_dim against the model's attention code")
+           f"check kv.layout, kv.heads and {d_field} against the model's attention code")
 
 
 def check_buildable(spec: ModelSpec, memory_bytes: int | None = None) -> dict:

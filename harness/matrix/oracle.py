@@ -12,6 +12,7 @@ import torch
 
 from harness.core.containers import returned_cache
 from harness.core.contract import CacheContract
+from harness.core.layout import kv_map, kv_parts, kv_with_batch
 
 
 class OracleError(RuntimeError):
@@ -43,17 +44,45 @@ def full_context(contract: CacheContract, model, prefix_ids, ids, mask):
 
 
 @oracle
-def real_prefix_kv(contract: CacheContract, model, prefix_ids, sample_ids) -> torch.Tensor:
-    """K/V of the prefix tokens as the model caches them in context, (layers, 2, H, P, D).
+def real_prefix_kv(contract: CacheContract, model, prefix_ids, sample_ids):
+    """K/V of the prefix tokens as the model caches them in context: (layers, 2, H, P, D), or a
+    (K (layers, H, P, Dk), V (layers, H, P, Dv)) pair where K and V differ in head dim (MLA).
 
     Taken from a full run on [prefix; one input row]: for a causal model that is the prefix alone;
     for ChatGLM-6B, whose context is bidirectional, it includes what the prefix saw of the input's
-    context (its specs put [gMASK] <bos> first so that is the same for every row)."""
+    context (its specs put [gMASK] <bos> first so that is the same for every row). Where a layer's
+    cache kept fewer positions than it was fed (a sliding window shorter than prefix + input: its
+    first positions are gone), the prefix is run again through the model's own cache a few tokens at
+    a time, each chunk's K/V read as the newest positions (the K/V of a causal model's first P tokens
+    depend on those P tokens alone)."""
     p = prefix_ids.shape[-1]
+    row = sample_ids[:1]
     with torch.no_grad():
-        _, out = full_context(contract, model, prefix_ids, sample_ids[:1], torch.ones_like(sample_ids[:1]))
-    kv = contract.from_model_cache(returned_cache(out))  # (layers, 2, 1, H, P+L, D)
-    return kv[:, :, 0, :, :p].contiguous()
+        _, out = full_context(contract, model, prefix_ids, row, torch.ones_like(row))
+        pairs = contract.layer_pairs(returned_cache(out))  # per layer (K, V), each (1, H, S, D*)
+        kept = min(min(k.shape[-2], v.shape[-2]) for k, v in pairs)
+        if kept < p + row.shape[1]:  # a window dropped the oldest positions
+            pairs = _prefix_in_chunks(contract, model, prefix_ids.reshape(1, p), max(1, min(kept, p)))
+        k = torch.stack([k[0, :, :p] for k, _ in pairs])  # (layers, H, P, Dk)
+        v = torch.stack([v[0, :, :p] for _, v in pairs])  # (layers, H, P, Dv)
+    return ((k.contiguous(), v.contiguous()) if contract.dims.split
+            else torch.stack((k, v), dim=1).contiguous())  # (layers, 2, H, P, D)
+
+
+def _prefix_in_chunks(contract: CacheContract, model, ids, chunk: int) -> list:
+    """Per layer (K, V) of the tokens ``ids`` (1, P), each (1, H, P, D*): fed ``chunk`` tokens a
+    forward through the cache the model returns, reading each chunk's K/V as the last ``chunk``
+    positions every layer holds after it (a window keeps at least that many)."""
+    cache, chunks = None, []
+    for start in range(0, ids.shape[1], chunk):
+        seen = ids[:, :start + chunk]
+        new = seen[:, start:]
+        out = model(**contract.model_kwargs(new, seen, torch.ones_like(seen), 0, cache))
+        cache = returned_cache(out)
+        n = new.shape[1]
+        chunks.append([(k[..., -n:, :].clone(), v[..., -n:, :].clone()) for k, v in contract.layer_pairs(cache)])
+    return [(torch.cat([c[i][0] for c in chunks], dim=-2), torch.cat([c[i][1] for c in chunks], dim=-2))
+            for i in range(len(chunks[0]))]
 
 
 @oracle
@@ -86,7 +115,12 @@ def no_prefix_logits(contract: CacheContract, model, ids, mask) -> torch.Tensor:
 
 
 def relative_error(got, want, mask=None) -> float:
-    """max |got - want| / max |want| over the valid positions (mask (B, L) of 1/0)."""
+    """max |got - want| / max |want| over the valid positions (mask (B, L) of 1/0). K/V in either
+    canonical form (harness/core/layout.py) are compared part by part, over one shared scale."""
+    if isinstance(want, (tuple, list)):
+        num = max(float((g - w).abs().max()) for g, w in zip(got, want))
+        den = max(float(w.abs().max()) for w in want)
+        return num / max(den, 1e-12)
     if mask is not None:
         keep = mask.bool()
         got, want = got[keep], want[keep]
@@ -94,13 +128,25 @@ def relative_error(got, want, mask=None) -> float:
 
 
 @oracle
-def prefix_gradient(contract: CacheContract, model, kv, ids, mask, loss_fn) -> torch.Tensor:
-    """d loss / d K/V for K/V fed straight into the model's cache, (layers, 2, H, P, D): the
-    reference of the gradients check (no encoder, no adapter: leaf tensors in the model's own
-    layout and container)."""
-    leaf = kv.detach().clone().requires_grad_(True)
-    b = ids.shape[0]
-    cache = contract.to_model_cache(leaf.unsqueeze(2).expand(-1, -1, b, -1, -1, -1))  # (layers, 2, B, H, P, D)
-    logits = model(**contract.model_kwargs(ids, ids, mask, kv.shape[-2], cache)).logits
+def prefix_gradient(contract: CacheContract, model, kv, ids, mask, loss_fn):
+    """d loss / d K/V for K/V fed straight into the model's cache, in the form of ``kv``
+    ((layers, 2, H, P, D) or a (K, V) pair): the reference of the gradients check (no encoder, no
+    adapter: leaf tensors in the model's own layout and container)."""
+    leaf = kv_map(lambda t: t.detach().clone().requires_grad_(True), kv)
+    p = kv_parts(kv)[0].shape[-2]
+    cache = contract.to_model_cache(kv_with_batch(leaf, ids.shape[0]))  # batch expanded: a view
+    logits = model(**contract.model_kwargs(ids, ids, mask, p, cache)).logits
     loss_fn(logits).backward()
-    return leaf.grad
+    return kv_map(lambda t: t.grad, leaf)
+
+
+def swap_gap(kv) -> float:
+    """max |K - V| of canonical K/V: 0 means a K/V swap could not show. Infinite where K and V differ
+    in shape (MLA): a swap cannot pass unnoticed there, the model refuses the shapes."""
+    k, v = kv_parts(kv)
+    return float((k - v).abs().max()) if k.shape == v.shape else float("inf")
+
+
+def order_gap(kv) -> float:
+    """max |K/V - K/V with the positions (dim -2) reversed|, over K and V: 0 means a reversal could not show."""
+    return max(float((t - t.flip(-2)).abs().max()) for t in kv_parts(kv))

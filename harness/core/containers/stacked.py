@@ -6,6 +6,10 @@ from . import pairs_of
 
 
 def pack(pairs):
+    for k, v in pairs:
+        if k.shape != v.shape:  # one tensor cannot hold K and V of different head dims (kv.v_head_dim)
+            raise ValueError(f"the stacked container holds K and V in one tensor, so they must share a shape; got "
+                             f"K {tuple(k.shape)} and V {tuple(v.shape)}: use a container with separate K and V")
     return tuple(torch.stack((k, v)) for k, v in pairs)
 
 

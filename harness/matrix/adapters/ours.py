@@ -23,15 +23,15 @@ class PrefixModelAttached:
         return {f"encoder.{n}": p for n, p in self.pm.encoder.named_parameters()}
 
     def planted_grad(self):
-        """The gradient with respect to the K/V the encoder holds, (layers, 2, H, P, D), the layout
-        ``plant`` takes; None when nothing reached it."""
+        """The gradient with respect to the K/V the encoder holds, in the form ``plant`` takes
+        ((layers, 2, H, P, D), or a (K, V) pair where their head dims differ); None when nothing reached it."""
         enc = self.pm.encoder
         if enc.mlp is not None:
             raise ValueError("planted K/V need an encoder without projection")
         grad = enc.embedding.weight.grad  # (P, width)
         if grad is None:
             return None
-        return grad.view(enc.num_virtual_tokens, enc.layers, 2, enc.heads, enc.head_dim).permute(1, 2, 3, 0, 4)
+        return enc.as_kv(grad)
 
     def generate(self, input_ids, attention_mask, max_new_tokens):
         """New tokens (B, n) and each step's logits (B, n, V)."""

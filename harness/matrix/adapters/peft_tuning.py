@@ -6,6 +6,8 @@ import copy
 
 import torch
 
+from harness.core.layout import kv_parts
+
 
 class PeftAttached:
     def __init__(self, peft_model):
@@ -20,16 +22,23 @@ class PeftAttached:
     def logits(self, input_ids, attention_mask):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
-    def _sizes(self, kv_shape=None):
-        """PEFT's (layers, heads, head dim); with a model K/V shape, refuse one PEFT cannot hold."""
+    def _sizes(self, kv=None):
+        """PEFT's (layers, heads, head dim); with model K/V (canonical form), refuse K/V PEFT cannot hold."""
         cfg = self.cfg
         heads, d = cfg.num_attention_heads, cfg.token_dim // cfg.num_attention_heads
-        if kv_shape is not None:
-            layers, _, h, _, dim = kv_shape
-            if (cfg.num_layers, heads, d) != (layers, h, dim):
+        if kv is not None:
+            k, v = kv_parts(kv)  # (layers, H, P, D*)
+            (layers, h, _, dk), dv = k.shape, v.shape[-1]
+            if dk != dv:  # MLA: PEFT emits one (2, B, heads, P, d) tensor a layer, K and V alike
+                raise ValueError(
+                    f"PEFT's prefix cannot hold this model's K/V, so no real-token prefix can be set: PEFT sizes K and V "
+                    f"alike ({cfg.num_layers} layers x {heads} heads x {d} dims), the model caches K of {layers} x {h} x "
+                    f"{dk} and V of {layers} x {v.shape[1]} x {dv} (K and V head dims differ)"
+                )
+            if (cfg.num_layers, heads, d) != (layers, h, dk):
                 raise ValueError(
                     f"PEFT's prefix cannot hold this model's K/V, so no real-token prefix can be set: PEFT sized it "
-                    f"{cfg.num_layers} layers x {heads} heads x {d} dims, the model caches {layers} x {h} x {dim}"
+                    f"{cfg.num_layers} layers x {heads} heads x {d} dims, the model caches {layers} x {h} x {dk}"
                 )
         return cfg.num_layers, heads, d
 
@@ -39,7 +48,7 @@ class PeftAttached:
     def plant(self, kv):
         """Write K/V (layers, 2, H, P, D) into PEFT's embedding, whose rows PEFT views as
         (P, layers * 2, heads, token_dim // heads) and permutes to per-layer (2, B, heads, P, d)."""
-        self._sizes(kv.shape)
+        self._sizes(kv)
         weight = self._weight()
         with torch.no_grad():
             weight.copy_(kv.permute(3, 0, 1, 2, 4).reshape(kv.shape[3], -1).to(weight))
