@@ -101,13 +101,13 @@ def test_n_auto_with_a_fake_device_count_starts_a_worker_per_gpu_each_on_its_own
 def test_a_model_larger_than_the_free_memory_is_skipped_with_both_figures(monkeypatch):
     monkeypatch.setattr(devices, "free_bytes", lambda device: 40 * 2 ** 30)
     monkeypatch.setattr(devices, "gpu_name", lambda device: "NVIDIA H100 80GB HBM3")
-    reason = devices.too_large(70_000_000_000, torch.bfloat16, "cuda")
+    reason = devices.too_large(lambda: 70_000_000_000, torch.bfloat16, "cuda")
     assert "70,000,000,000 parameters in bfloat16" in reason and "40.0 GiB free" in reason and "H100" in reason
     need = devices.needed_bytes(70_000_000_000, torch.bfloat16)
     assert f"{need / 2 ** 30:.1f} GiB" in reason and need > 2 * 70e9 * 2  # two copies of 2-byte weights, plus room
-    assert devices.too_large(7_000_000, torch.bfloat16, "cuda") is None  # a small model fits
+    assert devices.too_large(lambda: 7_000_000, torch.bfloat16, "cuda") is None  # a small model fits
     monkeypatch.undo()
-    assert devices.too_large(70_000_000_000, torch.bfloat16, "cpu") is None  # the CPU is not measured here
+    assert devices.too_large(lambda: 70_000_000_000, torch.bfloat16, "cpu") is None  # the CPU is not measured here
 
 
 def test_parameters_are_counted_on_the_meta_device_without_building():
@@ -154,19 +154,53 @@ class OomOnceLM(LlamaForCausalLM):
         return super().forward(*args, **kwargs)
 
 
-def test_out_of_memory_is_an_error_row_and_the_next_cell_runs(tmp_path):
+FAKE_FREE_MEMORY = textwrap.dedent('''
+    """Loaded with -p: every device reports 80 GiB free, and the spec 'huge' has a trillion parameters."""
+    from harness.matrix import checkpoints, devices
+
+    devices.free_bytes = lambda device: 80 * 2 ** 30
+    devices.gpu_name = lambda device: "Fake GPU"
+    devices.clean_device = lambda device, _real=devices.clean_device: _real("cuda")  # clean as on a GPU
+    checkpoints.count_params = lambda cell: 10 ** 12 if cell.spec.name == "huge" else None
+''')
+
+
+def test_too_large_is_a_skip_and_out_of_memory_an_error_row_while_the_next_cell_runs(tmp_path):
     spec = yaml.safe_load((ROOT / "model_specs" / "llama.yaml").read_text())
-    spec["build"].update(code_source="reference",
-                         **{"class": "test_devices:OomOnceLM", "config_class": "transformers:LlamaConfig"})
     spec["expected_failures"] = [{"adapter": "*", "check": "*", "reason": "declared: never covers memory errors"}]
     (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "huge.yaml").write_text(yaml.safe_dump(spec))
+    spec["build"].update(code_source="reference",
+                         **{"class": "test_devices:OomOnceLM", "config_class": "transformers:LlamaConfig"})
     (tmp_path / "specs" / "oom.yaml").write_text(yaml.safe_dump(spec))
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", str(ROOT / "harness"),
-           "--specs", str(tmp_path / "specs"), "--adapters", "harness", "--checks", "accepts,equivalence",
-           "--results-dir", str(tmp_path / "results"), "--run-id", "oom"]
+    (tmp_path / "fake_free_memory.py").write_text(FAKE_FREE_MEMORY)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{tmp_path}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "fake_free_memory", "-n", "0",
+           str(ROOT / "harness"), "--specs", str(tmp_path / "specs"), "--adapters", "harness",
+           "--checks", "accepts,equivalence", "--results-dir", str(tmp_path / "results"), "--run-id", "mem"]
     subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-    df = results.read_run(results.runs_root(tmp_path / "results") / "oom").set_index("check")
-    assert df.loc["accepts", "status"] == "error"
-    assert "OutOfMemoryError: CUDA out of memory" in df.loc["accepts", "message"]
-    assert df.loc["equivalence", "status"] == "xpass"  # the next cell ran and measured (a declared failure passed)
+    df = results.read_run(results.runs_root(tmp_path / "results") / "mem").set_index(["model", "check"])
+    for check in ("accepts", "equivalence"):  # skipped with the measured figures, not an error or an xfail
+        assert df.loc[("huge", check), "status"] == "skip"
+        assert "1,000,000,000,000 parameters" in df.loc[("huge", check), "message"]
+        assert "Fake GPU has 80.0 GiB free" in df.loc[("huge", check), "message"]
+    assert df.loc[("oom", "accepts"), "status"] == "error"  # a declared failure never covers memory
+    assert "OutOfMemoryError: CUDA out of memory" in df.loc[("oom", "accepts"), "message"]
+    assert df.loc[("oom", "equivalence"), "status"] == "xpass"  # the next cell ran and measured
+
+
+# ----------------------------------------------------------------------------- the prepared GPU check
+def test_the_gpu_checks_real_size_specs_load_and_have_their_published_sizes(tmp_path):
+    from benchmarks import gpu_check
+    from harness.core.spec import load_specs_report
+    from harness.matrix.cells import build_cells
+    from harness.matrix.checkpoints import count_params
+
+    gpu_check.write_specs(tmp_path)
+    specs, errors = load_specs_report([str(tmp_path)])
+    assert errors == [] and sorted(s.name for s in specs) == sorted([*gpu_check.REAL_SIZES, "llama70b"])
+    billions = {s.name: count_params(build_cells([s], "harness", "accepts")[0]) / 1e9 for s in specs}
+    assert round(billions["llama"], 2) == 6.74 and round(billions["chatglm2"], 2) == 6.24  # Llama-2-7B, ChatGLM2-6B
+    assert all(5.5 < b < 8 for name, b in billions.items() if name != "llama70b")
+    # 70B in bfloat16, two copies: more than any single GPU has, so the check expects a skip
+    assert devices.needed_bytes(int(billions["llama70b"] * 1e9), torch.bfloat16) > 200 * 2 ** 30

@@ -109,10 +109,14 @@ def free_bytes(device: str) -> int | None:
     return int(free)
 
 
-def too_large(params: int | None, dtype: torch.dtype, device: str) -> str | None:
-    """The skip reason when a model does not fit the GPU's free memory, or None."""
+def too_large(count, dtype: torch.dtype, device: str) -> str | None:
+    """The skip reason when a model does not fit the GPU's free memory, or None. ``count()`` gives
+    its parameters (None: unknown); called only on a GPU, where the answer matters."""
     free = free_bytes(device)
-    if params is None or free is None:
+    if free is None:
+        return None
+    params = count()
+    if params is None:
         return None
     need = needed_bytes(params, dtype)
     if need <= free:

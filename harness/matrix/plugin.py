@@ -338,7 +338,7 @@ def bench(request, cell):
     devices.start_cell(device, getattr(config, "_pc_gpu", None))
     key = (cell.spec.path, cell.code_source, device, dtype, cell.checkpoint)
     if key not in config._pc_models:  # once per worker: every cell gets a deep copy of it
-        too_large = devices.too_large(checkpoints.count_params(cell), dtype, device)
+        too_large = devices.too_large(functools.partial(checkpoints.count_params, cell), dtype, device)
         if too_large:
             pytest.skip(too_large)
         config._pc_models[key] = checkpoints.build(cell, device, dtype)
