@@ -54,6 +54,9 @@ def test_n_auto_means_one_worker_per_gpu(monkeypatch):
     assert plugin.pytest_xdist_auto_num_workers(config) == 4
     config.option.device = "auto"
     assert plugin.pytest_xdist_auto_num_workers(config) == 4
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "3")  # the user's own choice wins
+    assert plugin.pytest_xdist_auto_num_workers(config) is None
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS")
     config.option.device = "cpu"
     assert plugin.pytest_xdist_auto_num_workers(config) is None  # xdist's own CPU count
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

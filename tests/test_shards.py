@@ -48,6 +48,8 @@ def test_split_weighs_by_duration_not_by_count():
 def test_unknown_cells_weigh_the_median_and_groups_stay_together():
     durations = {"m1-a": 5.0, "m1-b": 5.0, "m2-a": 1.0}
     parts = shards.split(["m1-a", "m1-b", "m2-a", "m2-b", "m3-a"], durations, 2, group_of=lambda i: i[:2])
+    spec_problems = shards.split(["spec-a.yaml", "spec-b.yaml", "spec-c.yaml", "m1-a"], {}, 2, group_of={"m1-a": "m1"}.get)
+    assert list(map(len, spec_problems)) == [2, 2]  # ids without a group (None) are each their own
     assert {"m1-a", "m1-b"} <= set(parts[0]) or {"m1-a", "m1-b"} <= set(parts[1])
     assert sorted(sum(parts, [])) == ["m1-a", "m1-b", "m2-a", "m2-b", "m3-a"]
     assert shards.split(["x", "y"], {}, 2) == [["x"], ["y"]]  # nothing known: 1 s each
@@ -60,11 +62,14 @@ def test_past_durations_come_from_result_rows(tmp_path):
         w.add({"model": "llama", "code_source": "transformers", "adapter": "harness", "check": cell.split("-")[-1],
                "status": "pass", "duration_s": secs, "nodeid": f"harness/test_matrix.py::test_cell[{cell}]"})
     assert shards.past_durations([run]) == {"llama-harness-accepts": 2.0, "llama-harness-train": 30.0}
-    opt = SimpleNamespace(shard="1/2", shard_durations=[str(run)], shard_by="cell")
+    opt = SimpleNamespace(shard="1/2", shard_durations=[str(run)], shard_by="cell", run_id="r")
     plan = shards.plan(opt, ["llama-harness-accepts", "llama-harness-train", "x"], lambda i: None, tmp_path)
     assert plan.ids == ["llama-harness-train"] and plan.seconds == 30.0
     with pytest.raises(ValueError, match="not a run folder"):
-        shards.plan(SimpleNamespace(shard="1/2", shard_durations=[str(tmp_path)], shard_by="cell"), ["x"], None, tmp_path)
+        shards.plan(SimpleNamespace(shard="1/2", shard_durations=[str(tmp_path)], shard_by="cell", run_id="r"),
+                    ["x"], None, tmp_path)
+    with pytest.raises(ValueError, match="needs --run-id"):  # else every shard would start a run of its own
+        shards.plan(SimpleNamespace(shard="1/2", shard_durations=[], shard_by="cell", run_id=None), ["x"], None, tmp_path)
 
 
 def test_a_shard_that_split_the_run_differently_is_refused(tmp_path):

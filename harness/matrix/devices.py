@@ -41,8 +41,9 @@ def gpu_count() -> int:
 
 
 def auto_workers(device_option: str) -> int | None:
-    """Workers for ``-n auto``: one per GPU on a CUDA run, None (xdist's CPU count) otherwise."""
-    if not wants_cuda(device_option):
+    """Workers for ``-n auto``: one per GPU on a CUDA run, None (xdist's CPU count) otherwise or when
+    the user set xdist's own PYTEST_XDIST_AUTO_NUM_WORKERS."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS") or not wants_cuda(device_option):
         return None
     n = gpu_count()
     return n or None

@@ -108,7 +108,8 @@ def split(ids, durations: dict[str, float], count: int, group_of=None) -> list[l
     default = statistics.median(known) if known else UNKNOWN_WEIGHT_S
     groups: dict[str, list[str]] = {}
     for i in ids:
-        groups.setdefault(group_of(i) if group_of else i, []).append(i)
+        g = group_of(i) if group_of else None
+        groups.setdefault(i if g is None else str(g), []).append(i)  # no group: the id alone
     weight = {g: sum(durations.get(i, default) for i in members) for g, members in groups.items()}
     parts: list[list[str]] = [[] for _ in range(count)]
     loads = [0.0] * count
@@ -130,6 +131,9 @@ def plan(option, ids, model_of, root: Path) -> Plan:
     if not option.shard:
         return Plan(None, all_ids, all_ids)
     shard = parse(option.shard)
+    if not getattr(option, "run_id", None):
+        raise ValueError(f"--shard {shard} needs --run-id NAME, the same on every shard, so that their rows merge "
+                         f"into one run")
     sources = [Path(p) for p in option.shard_durations]
     for p in sources:
         if not results.is_run_dir(p):
