@@ -75,10 +75,11 @@ def test_past_durations_come_from_result_rows(tmp_path):
 def test_a_shard_that_split_the_run_differently_is_refused(tmp_path):
     a = shards.Plan(shards.Shard(1, 2), ["x", "y"], ["x"], digest="aaaa", sources=["results/baseline"])
     b = shards.Plan(shards.Shard(2, 2), ["x", "y"], ["x"], digest="bbbb", sources=[])
-    assert shards.start(tmp_path, a, results.now()) is None
-    problem = shards.start(tmp_path, b, results.now())
+    assert shards.conflict(tmp_path, a) is None
+    shards.start(tmp_path, a, results.now())
+    problem = shards.conflict(tmp_path, b)
     assert "split the cells differently" in problem and "--shard-durations" in problem
-    assert not (tmp_path / "shard-2-of-2.json").exists()
+    assert shards.conflict(tmp_path, shards.Plan(b.shard, b.all_ids, ["y"], digest="aaaa")) is None  # same split
 
 
 def test_settings_accept_other_shards_of_the_run_but_not_another_count():

@@ -249,6 +249,9 @@ def pytest_sessionstart(session):
         conflict = results.settings_conflict(earlier, _settings(config))
         if conflict:
             raise pytest.UsageError(conflict)
+    conflict = config._pc_plan.shard and shards.conflict(config._pc_run_dir, config._pc_plan)
+    if conflict:
+        raise pytest.UsageError(conflict)
     # A reused run id (same settings) adds to what the run covers: its earlier rows stay.
     ids = sorted(set(earlier.get("expected_cell_ids", [])) | set(ids))
     _write_meta(config._pc_run_dir, {
@@ -258,9 +261,7 @@ def pytest_sessionstart(session):
         "checks": config.option.checks, "cell_timeout": config.option.cell_timeout,
     })
     if config._pc_plan.shard:
-        conflict = shards.start(config._pc_run_dir, config._pc_plan, config._pc_started)
-        if conflict:
-            raise pytest.UsageError(conflict)
+        shards.start(config._pc_run_dir, config._pc_plan, config._pc_started)
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -169,17 +169,21 @@ def part_tag(worker: str, plan_: Plan | None) -> str:
     return f"{worker}-shard{plan_.shard.index}of{plan_.shard.count}"
 
 
-def start(run_dir: Path, plan_: Plan, started: str) -> str | None:
-    """Write this shard's file; a usage message instead when a shard of this run already in the
-    folder split it differently (other --shard-durations or cells): their union would not be the run."""
+def conflict(run_dir: Path, plan_: Plan) -> str | None:
+    """A usage message when a shard of this run already in the folder split it differently (other
+    --shard-durations or other cells): the union of the shards would not be the run. Else None."""
     for k in range(1, plan_.shard.count + 1):
         other, _ = results.read_json_checked(Path(run_dir) / results.shard_file_name(k, plan_.shard.count))
         if other.get("split_digest") not in (None, plan_.digest):
             return (f"--shard {plan_.shard}: shard {other.get('shard')} of run {Path(run_dir).name} split the cells "
                     f"differently (durations from {other.get('durations_from') or 'none'}; this one from "
                     f"{plan_.sources or 'none'}, or other options): give every shard the same options and --shard-durations")
-    results.write_run_meta(run_dir, shard_meta(plan_, started), results.shard_file_name(plan_.shard.index, plan_.shard.count))
     return None
+
+
+def start(run_dir: Path, plan_: Plan, started: str) -> None:
+    """Write this shard's file (after conflict() found none)."""
+    results.write_run_meta(run_dir, shard_meta(plan_, started), results.shard_file_name(plan_.shard.index, plan_.shard.count))
 
 
 def finish(run_dir: Path, plan_: Plan, exit_status: int) -> None:
