@@ -52,12 +52,14 @@ TOO_LARGE = ("llama70b", "llama", {"vocab_size": 32000, "hidden_size": 8192, "in
 GPU_COLUMNS = ("gpu_name", "gpu_peak_memory_mib")
 
 
-def write_specs(folder: Path) -> None:
-    """Copies of the seed specs at real sizes (and the 70B one) under ``folder``."""
+def write_specs(folder: Path, tiny: bool = False) -> None:
+    """Copies of the seed specs at real sizes (and the 70B one) under ``folder``; ``tiny``: at the
+    specs' own sizes (a dry run of this script on the CPU)."""
     for name, sizes in list(REAL_SIZES.items()) + [(TOO_LARGE[0], TOO_LARGE[2])]:
         source = TOO_LARGE[1] if name == TOO_LARGE[0] else name
         spec = yaml.safe_load((ROOT / "model_specs" / f"{source}.yaml").read_text())
-        spec["build"]["config"].update(sizes)
+        if not tiny:
+            spec["build"]["config"].update(sizes)
         (folder / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
 
 
@@ -86,31 +88,36 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="results/gpu-check")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds for everything (default 7 minutes)")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--dry-run-on-cpu", action="store_true",
+                    help="tiny models on the CPU: checks this script, not the GPU path (no GPU promises checked)")
     args = ap.parse_args(argv)
     import torch
 
-    if not torch.cuda.is_available():
-        print("gpu_check: this torch sees no CUDA device; nothing to check")
+    dry = args.dry_run_on_cpu
+    if not dry and not torch.cuda.is_available():
+        print("gpu_check: this torch sees no CUDA device; nothing to check (--dry-run-on-cpu checks the script)")
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     log, results_dir = out / "pytest.log", out / "results"
     deadline = time.perf_counter() + args.budget
-    gpus = torch.cuda.device_count()
+    gpus = torch.cuda.device_count() if not dry else 0
     summary = {"gpus": [torch.cuda.get_device_name(i) for i in range(gpus)], "torch": torch.__version__,
                "cuda": torch.version.cuda, "runs": {}, "problems": []}
-    common = ["-n", "auto", "--device", "cuda", "--dtype", "bfloat16", "--steps", str(args.steps),
+    common = ["-n", "auto" if not dry else "0", "--device", "cuda" if not dry else "cpu", "--dtype", "bfloat16", "--steps", str(args.steps),
               "--cell-timeout", "120", "--results-dir", str(results_dir)]
     with tempfile.TemporaryDirectory() as tmp:
         specs = Path(tmp)
-        write_specs(specs)
-        plan = [("families", ["--specs", str(specs), "--models", ",".join(REAL_SIZES), "--adapters", "harness"]),
-                ("llama-adapters", ["--specs", str(specs), "--models", "llama", "--adapters", "naive,peft"]),
-                ("too-large", ["--specs", str(specs), "--models", TOO_LARGE[0], "--adapters", "harness",
-                               "--checks", "accepts"]),
-                ("checkpoints", ["--checkpoints", "--adapters", "harness"])]
-        for name, extra in plan:
-            left = deadline - time.perf_counter()
+        write_specs(specs, tiny=dry)
+        # (name, options, share of the budget it may take at most): the cheap skip first, so a slow
+        # family cannot starve it
+        plan = [("too-large", ["--specs", str(specs), "--models", TOO_LARGE[0], "--adapters", "harness",
+                               "--checks", "accepts"], 0.15),
+                ("families", ["--specs", str(specs), "--models", ",".join(REAL_SIZES), "--adapters", "harness"], 0.55),
+                ("llama-adapters", ["--specs", str(specs), "--models", "llama", "--adapters", "naive,peft"], 0.2),
+                ("checkpoints", ["--checkpoints", "--adapters", "harness"], 1.0)]
+        for name, extra, share in plan:
+            left = min(deadline - time.perf_counter(), share * args.budget)
             if left < 30:
                 summary["problems"].append(f"{name}: not run, the budget was spent")
                 continue
@@ -125,6 +132,8 @@ def main(argv=None) -> int:
                 {k: (None if v != v else v) for k, v in r.items()} for r in
                 df[["model", "adapter", "check", "status", "duration_s", "gpu_name", "gpu_peak_memory_mib",
                     "train_tokens_per_s", "worker", "message"]].to_dict("records")]
+            if dry:
+                continue
             ran = df[df["status"] != "skip"]
             workers = sorted(set(ran["worker"].dropna()))
             if len(workers) > gpus:

@@ -61,8 +61,8 @@ def tokenizer_for(path: str):
     return AutoTokenizer.from_pretrained(path, local_files_only=True)
 
 
-def _ids(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+def _ids(tokenizer, text: str, special: bool = False) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
 def encode(tokenizer, rows: list[dict], device, vocab_size: int):
@@ -70,7 +70,9 @@ def encode(tokenizer, rows: list[dict], device, vocab_size: int):
     Token ids at or above the model's vocabulary are an error naming the tokenizer."""
     seqs, targets = [], []
     for r in rows:
-        p, t = _ids(tokenizer, r["prompt"]), _ids(tokenizer, r["target"])
+        # The prompt gets the tokens the model's tokenizer adds to an input (LLaMA's <s>, ChatGLM's
+        # [gMASK] and <bos>/sop where that family wants them); the target continues it.
+        p, t = _ids(tokenizer, r["prompt"], special=True), _ids(tokenizer, r["target"])
         seqs.append(p + t)
         targets.append([0] * len(p) + [1] * len(t))
     top = max(max(s) for s in seqs)
