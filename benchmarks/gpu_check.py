@@ -1,6 +1,6 @@
 """The GPU check: one prepared run for a session that has a GPU (docs/GPU.md), under 8 minutes.
 
-    python -m benchmarks.gpu_check [--out results/gpu-check] [--budget 420]
+    python -m benchmarks.gpu_check [--out results/bench/gpu-check] [--budget 420]
 
 1. The seed families (LLaMA, Qwen1.5, Qwen v1, ChatGLM-6B/2/3) at their real sizes (6-7B
    parameters) with random weights, in bfloat16 on CUDA, through ``pytest -n auto harness/``:
@@ -85,7 +85,7 @@ def rows(results_dir: Path, run_id: str):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="results/gpu-check")
+    ap.add_argument("--out", default="results/bench/gpu-check")
     ap.add_argument("--budget", type=float, default=420.0, help="seconds for everything (default 7 minutes)")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--dry-run-on-cpu", action="store_true",
