@@ -157,6 +157,11 @@ def cmd_runs(args) -> int:
             state = "damaged: " + "; ".join(problems)
         else:
             state = "complete" if s["complete"] else f"partial ({s['rows']}/{s['expected'] or '?'})"
+        shards = results.read_run_meta(run).get("shards")  # a run split over machines: which are in
+        if shards:
+            state += f"; shards {len(shards['finished'])}/{shards['count']} in" + (
+                f" (waiting for {', '.join(map(str, shards['missing']))})" if shards["missing"] else "") + (
+                "; shards split the cells differently" if shards["split_mismatch"] else "")
         print(f"{s['run_id']:<28} {s['date']:<25} {s['torch']:<8} {s['transformers']:<13} {s['peft']:<8} "
               f"{s['device']:<6} " + " ".join(f"{c.get(k, 0):>{widths[k]}}" for k in results.STATUSES)
               + f"  {state}")

@@ -7,6 +7,7 @@ harness/core/remote.py).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 
@@ -69,6 +70,27 @@ def build_model(spec, code_source: str | None = None, device: str = "cpu", dtype
         config_cls = resolve_class(source, spec.build.config_class)
         model_cls = resolve_class(source, spec.build.model_class)
         config = config_cls(**spec.build.config)
-        model = model_cls(config)
+        # On a GPU, initialise there: a spec at a real size (billions of random weights) would take
+        # minutes on the CPU. The CPU path is unchanged, so its weights stay bit-identical.
+        with torch.device(device) if device != "cpu" else contextlib.nullcontext():
+            model = model_cls(config)
     # Not frozen here: freezing the base is each adapter's job, and the gradients check measures it.
+    return model.to(device=device, dtype=dtype).eval()
+
+
+# Weight files a checkpoint folder may hold (sharded ones through their index).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def load_checkpoint(path, device: str = "cpu", dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
+    """A real checkpoint from a local folder (never downloaded: local_files_only), in ``dtype``, in
+    eval mode. ``trust_remote_code`` only after the caller checked the opt-in and the spec's pin."""
+    import transformers
+    from packaging.version import Version
+
+    # transformers 4.56 renamed from_pretrained's torch_dtype to dtype (5 warns on the old name).
+    dtype_arg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path), local_files_only=True, trust_remote_code=trust_remote_code, **{dtype_arg: dtype})
     return model.to(device=device, dtype=dtype).eval()

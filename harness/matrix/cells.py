@@ -26,11 +26,13 @@ class Cell:
     adapter: str
     check: str
     code_source: str
+    checkpoint: object = None  # a real checkpoint (matrix/checkpoints.py Checkpoint) instead of the tiny model
 
     @property
     def row(self) -> str:
-        """The model row of the compatibility table."""
-        return self.spec.name if self.variant.name == DEFAULT_VARIANT else f"{self.spec.name}-{self.variant.name}"
+        """The model row of the compatibility table (``llama@Llama-2-7b-hf`` on a real checkpoint)."""
+        row = self.spec.name if self.variant.name == DEFAULT_VARIANT else f"{self.spec.name}-{self.variant.name}"
+        return f"{row}@{self.checkpoint.label}" if self.checkpoint is not None else row
 
     @property
     def id(self) -> str:

@@ -25,11 +25,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.core.models import build_model
 from harness.core.spec import SpecError, load_specs_report
 from harness.reporting import results
 
-from . import checks
+from . import checkpoints, checks, devices, shards
 from .bench import Bench, Settings
 from .cells import (
     TRUST_ENV,
@@ -90,6 +89,14 @@ def pytest_addoption(parser):
     g.addoption("--run-id", default=None, help="name of this run (default: timestamp + random)")
     g.addoption("--plots", action="store_true",
                 help="draw heatmap.png and loss curves next to the run at the end (or later: prefix-compat plots RUN)")
+    checkpoints.add_options(g)
+    shards.add_options(g)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` on a CUDA run: one worker per GPU (devices.py); otherwise xdist's CPU count."""
+    return devices.auto_workers(config.option.device) if hasattr(config.option, "models") else None
 
 
 # ----------------------------------------------------------------------------- run set-up
@@ -135,23 +142,34 @@ def _load_matrix(config) -> None:
     try:
         chosen = select_specs(specs, opt.models, also_known=bad_names)
         cells = build_cells(chosen, opt.adapters, opt.checks, opt.code_source)
+        cells = checkpoints.select(opt, chosen, cells)  # real checkpoints instead of tiny models, when asked
     except SelectionError as e:
         raise pytest.UsageError(str(e)) from None
     named = set(split(opt.models) or bad_names)  # a bad file shows when all specs run or it is named
-    config._pc_cells = cells
-    config._pc_spec_problems = [SpecProblem(e) for e in errors if Path(e.path).stem in named]
+    problems = [SpecProblem(e) for e in errors if Path(e.path).stem in named]
+    rows = {c.id: c.row for c in cells}
+    try:  # --shard K/N: this session's share of the whole run's cells
+        plan = shards.plan(opt, list(rows) + [p.id for p in problems], rows.get, Path(str(config.rootpath)))
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+    mine = set(plan.ids)
+    config._pc_plan = plan
+    config._pc_cells = [c for c in cells if c.id in mine]
+    config._pc_spec_problems = [p for p in problems if p.id in mine]
 
 
 def pytest_configure(config):
     if not hasattr(config.option, "models"):
         return
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput.get("pc_gpu_count"):  # before anything here touches CUDA
+        config._pc_gpu = devices.pin_worker(workerinput["workerid"], workerinput["pc_gpu_count"])
     # Nothing is ever fetched: set before transformers / huggingface_hub read it at import.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     config.addinivalue_line("markers", "timeout: per-cell time limit (pytest-timeout)")
     _check_options(config)
     _remote_options_to_environment(config)
     _load_matrix(config)
-    workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # an xdist worker: the controller named the run
         config._pc_run_id = workerinput["pc_run_id"]
         config._pc_started = workerinput["pc_started"]
@@ -162,6 +180,7 @@ def pytest_configure(config):
         config._pc_run_id = config.option.run_id or results.new_run_id()
         config._pc_started = results.now()
         config._pc_worker = "main"
+        config._pc_gpu_count = devices.gpu_count() if devices.wants_cuda(config.option.device) else 0
     config._pc_run_dir = results.run_dir_for(Path(config.option.results_dir), config._pc_run_id)
     config._pc_writer = None
     config._pc_models = {}
@@ -188,6 +207,7 @@ class _XdistHooks:
     def pytest_configure_node(self, node):
         node.workerinput["pc_run_id"] = node.config._pc_run_id
         node.workerinput["pc_started"] = node.config._pc_started
+        node.workerinput["pc_gpu_count"] = node.config._pc_gpu_count
 
     def pytest_handlecrashitem(self, crashitem, report, sched):
         """A worker died mid-test: the controller writes that cell's row so none is lost."""
@@ -213,14 +233,15 @@ def _settings(config) -> dict:
     """What changes a verdict: a run id re-used with other settings would mix incomparable rows."""
     opt = config.option
     return {"steps": opt.steps, "dtype": opt.dtype, "device": _device(config), "seed": opt.seed,
-            "code_source": opt.code_source, "num_virtual_tokens_override": None}
+            "code_source": opt.code_source, "num_virtual_tokens_override": None,
+            **({"shard_count": config._pc_plan.shard.count} if config._pc_plan.shard else {})}
 
 
 def pytest_sessionstart(session):
     config = session.config
     if not hasattr(config, "_pc_run_id") or not _is_controller(config):
         return
-    ids = [c.id for c in config._pc_cells] + [p.id for p in config._pc_spec_problems]
+    ids = config._pc_plan.all_ids  # every shard's cells: the run is complete only when all are in
     earlier, damaged = results.read_run_meta_checked(config._pc_run_dir)
     if damaged:
         raise pytest.UsageError(f"--run-id {config._pc_run_id}: {damaged}; use another --run-id")
@@ -228,6 +249,9 @@ def pytest_sessionstart(session):
         conflict = results.settings_conflict(earlier, _settings(config))
         if conflict:
             raise pytest.UsageError(conflict)
+    conflict = config._pc_plan.shard and shards.conflict(config._pc_run_dir, config._pc_plan)
+    if conflict:
+        raise pytest.UsageError(conflict)
     # A reused run id (same settings) adds to what the run covers: its earlier rows stay.
     ids = sorted(set(earlier.get("expected_cell_ids", [])) | set(ids))
     _write_meta(config._pc_run_dir, {
@@ -236,6 +260,8 @@ def pytest_sessionstart(session):
         "git_commit": results.git_commit(), "models": config.option.models, "adapters": config.option.adapters,
         "checks": config.option.checks, "cell_timeout": config.option.cell_timeout,
     })
+    if config._pc_plan.shard:
+        shards.start(config._pc_run_dir, config._pc_plan, config._pc_started)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -247,6 +273,8 @@ def pytest_sessionfinish(session, exitstatus):
         meta["finished_at"] = results.now()
         meta["exit_status"] = int(exitstatus)
         _write_meta(config._pc_run_dir, meta)
+        if config._pc_plan.shard:
+            shards.finish(config._pc_run_dir, config._pc_plan, int(exitstatus))
         if config.option.plots:
             _write_plots(config._pc_run_dir)
 
@@ -285,7 +313,7 @@ def pytest_generate_tests(metafunc):
     params = []
     for cell in config._pc_cells:
         marks = [pytest.mark.timeout(config.option.cell_timeout, method=method)]
-        skip = remote_skip_reason(cell)
+        skip = checkpoints.skip_reason(cell) if cell.checkpoint is not None else remote_skip_reason(cell)
         if skip:
             marks.append(pytest.mark.skip(reason=skip))
         params.append(pytest.param(cell, id=cell.id, marks=marks))
@@ -308,9 +336,13 @@ def bench(request, cell):
     it is always an ``error`` row, whatever the spec declares."""
     config = request.config
     device, dtype = _device(config), DTYPES[config.option.dtype]
-    key = (cell.spec.path, cell.code_source, device, dtype)
+    devices.start_cell(device, getattr(config, "_pc_gpu", None))
+    key = (cell.spec.path, cell.code_source, device, dtype, cell.checkpoint)
     if key not in config._pc_models:  # once per worker: every cell gets a deep copy of it
-        config._pc_models[key] = build_model(cell.spec, cell.code_source, device, dtype)
+        too_large = devices.too_large(functools.partial(checkpoints.count_params, cell), dtype, device)
+        if too_large:
+            pytest.skip(too_large)
+        config._pc_models[key] = checkpoints.build(cell, device, dtype)
     bench = Bench(cell, config._pc_models[key], Settings(device, dtype, config.option.steps, config.option.seed))
     request.node.stash[P_KEY] = bench.num_virtual_tokens
     return bench
@@ -367,6 +399,7 @@ def _base_row(config, cell: Cell, nodeid: str) -> dict:
         "git_commit": _git_commit(config), "worker": config._pc_worker, "kv_layout": str(cell.spec.kv.layout),
         "concat_dim": cell.spec.kv.concat_dim, "nodeid": nodeid,
         "expected_failure": expected.reason if expected else None,
+        "shard": str(config._pc_plan.shard) if config._pc_plan.shard else None,
     }
 
 
@@ -421,6 +454,8 @@ def pytest_runtest_makereport(item, call):
         m = item.stash.get(MEASUREMENT_KEY, None)
         if m is not None:
             row.update(metric=m.metric, threshold=m.threshold, details=m.details)
+        row.update(devices.row_columns(row["device"], m.details if m is not None else None, cell.checkpoint))
+        devices.clean_device(row["device"])  # after an out-of-memory error the next cell starts clean
         row["num_virtual_tokens"] = item.stash.get(P_KEY, None)
         row["duration_s"] = time.time() - row.pop("_t0")
         row["finished_at"] = results.now()
@@ -455,7 +490,7 @@ def _failure_text(report, call) -> str:
 
 def _writer(config) -> results.PartWriter:
     if config._pc_writer is None:
-        config._pc_writer = results.PartWriter(config._pc_run_dir, config._pc_worker)
+        config._pc_writer = results.PartWriter(config._pc_run_dir, shards.part_tag(config._pc_worker, config._pc_plan))
     return config._pc_writer
 
 

@@ -46,6 +46,10 @@ SCHEMA = pa.schema([
     ("nodeid", pa.string()), ("details", pa.string()),
     # Settings that change a verdict, so rows of differently configured sessions can be told apart.
     ("steps", pa.int64()), ("seed", pa.int64()),
+    # GPUs, real checkpoints and shards (null in older runs and on the CPU): the GPU's name, the
+    # cell's peak GPU memory, the brief training's speed, which checkpoint at which revision.
+    ("gpu_name", pa.string()), ("gpu_peak_memory_mib", pa.float64()), ("train_tokens_per_s", pa.float64()),
+    ("checkpoint", pa.string()), ("checkpoint_revision", pa.string()), ("shard", pa.string()),
 ])
 COLUMNS = [f.name for f in SCHEMA]
 FLOAT_COLUMNS = [f.name for f in SCHEMA if pa.types.is_floating(f.type)]
@@ -54,7 +58,9 @@ INT_COLUMNS = [f.name for f in SCHEMA if pa.types.is_integer(f.type)]
 CELL_KEY = ["model", "code_source", "adapter", "check"]
 REQUIRED_COLUMNS = CELL_KEY + ["status"]
 # run.json keys whose values must agree when a run id is re-used (settings_conflict).
-SETTINGS_KEYS = ("steps", "dtype", "device", "seed", "num_virtual_tokens_override", "code_source")
+SETTINGS_KEYS = ("steps", "dtype", "device", "seed", "num_virtual_tokens_override", "code_source",
+                 # shards of one run must cut it into the same N pieces (K differs, and is fine)
+                 "shard_count")
 
 
 class ResultsWriteError(OSError):
@@ -281,10 +287,12 @@ class PartWriter:
         self._claimed = True
 
 
-def write_run_meta(run_dir: Path, meta: dict) -> None:
-    """run.json, atomically; ResultsWriteError when it cannot be written."""
+def write_run_meta(run_dir: Path, meta: dict, name: str = "run.json") -> None:
+    """run.json (or a shard's file), atomically; ResultsWriteError when it cannot be written. Keys
+    that readers derive (DERIVED_KEYS) are never stored."""
     run_dir = Path(run_dir)
-    path = run_dir / "run.json"
+    path = run_dir / name
+    meta = {k: v for k, v in meta.items() if k not in DERIVED_KEYS}
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         tmp = _temp_beside(path)
@@ -302,21 +310,62 @@ def write_run_meta(run_dir: Path, meta: dict) -> None:
 
 # ----------------------------------------------------------------------------- reading
 def read_run_meta_checked(run_dir: Path) -> tuple[dict, str | None]:
-    """run.json as a dict ({} when absent) and a problem line when it exists but is unreadable."""
-    p = Path(run_dir) / "run.json"
+    """run.json as a dict ({} when absent) and a problem line when it exists but is unreadable.
+    A sharded run's ``finished_at`` is its shards' (see shard_state), and ``shards`` says which are in."""
+    meta, problem = read_json_checked(Path(run_dir) / "run.json")
+    if meta:
+        shards = shard_state(run_dir, meta)
+        if shards is not None:
+            done = not shards["missing"] and not shards["split_mismatch"]
+            meta = {**meta, "shards": shards, "finished_at": shards["finished_at"] if done else None}
+    return meta, problem
+
+
+def read_json_checked(p: Path) -> tuple[dict, str | None]:
+    """A JSON object file as a dict ({} when absent) and a problem line when it is unreadable."""
     try:
         text = p.read_text()
     except FileNotFoundError:
         return {}, None
     except (OSError, UnicodeDecodeError) as e:
-        return {}, f"run.json unreadable ({_reason(e)})"
+        return {}, f"{p.name} unreadable ({_reason(e)})"
     try:
         meta = json.loads(text)
     except ValueError as e:
-        return {}, f"run.json unreadable ({_reason(e)})"
+        return {}, f"{p.name} unreadable ({_reason(e)})"
     if not isinstance(meta, dict):
-        return {}, f"run.json unreadable (holds a {type(meta).__name__}, not an object)"
+        return {}, f"{p.name} unreadable (holds a {type(meta).__name__}, not an object)"
     return meta, None
+
+
+# ----------------------------------------------------------------------------- shards
+# A run split over N machines (harness/matrix/shards.py): run.json holds the whole run (its cells,
+# shard_count N); each shard K writes shard-K-of-N.json (its cells, split digest, start, finish).
+DERIVED_KEYS = ("shards",)
+
+
+def shard_file_name(index: int, count: int) -> str:
+    return f"shard-{index}-of-{count}.json"
+
+
+def shard_state(run_dir: Path, meta: dict) -> dict | None:
+    """Which shards of a sharded run are in: {count, finished, missing, finished_at, split_mismatch,
+    expected_cells (per shard)}; None for an unsharded run. A shard is in when its file says
+    finished; shards that split the run differently (another --shard-durations) make it unfinished."""
+    count = meta.get("shard_count")
+    if not isinstance(count, int) or count < 1:
+        return None
+    infos = {}
+    for k in range(1, count + 1):
+        info, _ = read_json_checked(Path(run_dir) / shard_file_name(k, count))
+        if info:
+            infos[k] = info
+    finished = sorted(k for k, i in infos.items() if i.get("finished_at"))
+    digests = {i.get("split_digest") for i in infos.values()}
+    return {"count": count, "finished": finished, "missing": [k for k in range(1, count + 1) if k not in finished],
+            "finished_at": max((str(infos[k]["finished_at"]) for k in finished), default=None),
+            "split_mismatch": len(digests) > 1,
+            "expected_cells": {str(k): i.get("expected_cells") for k, i in sorted(infos.items())}}
 
 
 def read_run_meta(run_dir: Path) -> dict:

@@ -12,6 +12,9 @@ adapter's held-out logits equal the model's on [student tokens; input] within th
 An adapter that hands the model other K/V than it holds (dropped, swapped, reversed) fails here,
 even though an optimiser could still drive its loss down. A starting loss within float noise makes
 the task say nothing: inconclusive.
+
+On a real checkpoint (--checkpoint/--checkpoints) the check runs a text task instead, with its own
+bar: harness/matrix/text_task.py.
 """
 import torch
 import torch.nn.functional as F
@@ -34,6 +37,10 @@ def _kl(teacher_logits, student_logits, mask) -> torch.Tensor:
 
 
 def run(bench):
+    if getattr(bench.cell, "checkpoint", None) is not None:  # a real checkpoint: the text task instead
+        from harness.matrix import text_task
+
+        return text_task.run(bench)
     attached = bench.attach()
     base = attached.base
     snapshot = {k: v.detach().clone() for k, v in base.state_dict().items()}
