@@ -8,7 +8,7 @@ import pytest
 import transformers
 from packaging.version import Version
 
-from harness.core.remote import _unpinned, code_dir_variable
+from harness.core.remote import code_dir_variable, unpinned
 from harness.core.spec import SPEC_DIR, load_spec
 
 
@@ -21,7 +21,7 @@ def real_code_dir(spec_name: str) -> str:
     if spec.remote.transformers is not None and Version(transformers.__version__) not in spec.remote.transformers:
         pytest.skip(f"the real {spec.remote.repo} code loads under transformers{spec.remote.transformers}, "
                     f"not {transformers.__version__}")
-    why = _unpinned(Path(folder), spec.remote)
+    why = unpinned(Path(folder), spec.remote)
     if why:
         pytest.skip(why)
     return folder

@@ -37,10 +37,10 @@ def locate_code(spec) -> tuple[Path | None, str | None]:
         path = Path(folder)
         if not (path / "config.json").is_file():
             return None, f"{var}={folder} has no config.json: point it at a copy of {remote.repo}"
-        why = _unpinned(path, remote) or _unrunnable(path, remote)
+        why = unpinned(path, remote) or _unrunnable(path, remote)
         return (None, why) if why else (path, None)
     for path in _cached_snapshots(remote):
-        if _unpinned(path, remote) is None:
+        if unpinned(path, remote) is None:
             why = _unrunnable(path, remote)
             return (None, why) if why else (path, None)
     return None, (f"{remote.repo} @ {remote.revision[:12]} is not in the local HF cache; set {var} to a "
@@ -93,7 +93,7 @@ def missing_code_files(folder: Path, roots=()) -> list[str]:
         seen.add(name)
         file = folder / name
         if not file.is_file():
-            continue  # a root that is absent is _unpinned's to report
+            continue  # a root that is absent is unpinned's to report
         for module in _relative_imports(file):
             target = module.replace(".", "/") + ".py"
             if (folder / target).is_file():
@@ -152,7 +152,7 @@ def _cached_snapshots(remote) -> list[Path]:
     return found
 
 
-def _unpinned(path: Path, remote) -> str | None:
+def unpinned(path: Path, remote) -> str | None:
     """Why the code in a folder is not the spec's pinned revision (None when it is), naming every
     file that is missing or differs."""
     import hashlib

@@ -165,9 +165,9 @@ def build(cell, device: str, dtype):
     remote = cell.code_source == "remote"
     if remote:
         # The opt-in was checked (skip_reason); the code must also be the spec's pinned code.
-        from harness.core.remote import _unpinned
+        from harness.core.remote import unpinned
 
-        why = _unpinned(Path(ckpt.path), cell.spec.remote)
+        why = unpinned(Path(ckpt.path), cell.spec.remote)
         if why:
             raise RuntimeError(why)
     return load_checkpoint(ckpt.path, device, dtype, trust_remote_code=remote)
