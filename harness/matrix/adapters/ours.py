@@ -40,7 +40,7 @@ class PrefixModelAttached:
         return out[:, input_ids.shape[1]:], logits
 
     def save(self, directory):
-        self.pm.save_prefix(directory)
+        self.pm.save_pretrained(directory)  # the safetensors format users get
 
     def reload(self, fresh_base, directory):
         return type(self)(load_prefix(fresh_base, directory, spec=self.pm.spec))
