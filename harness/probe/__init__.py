@@ -219,6 +219,18 @@ def probe_model_type(model_type: str) -> ProbeResult:
     return res
 
 
+def probe_build(build: dict, *, target: str, model_type: str) -> ProbeResult:
+    """Probe the classes of a spec's ``build`` section (a mapping as written in the YAML: code_source,
+    class, config_class, config), its config's non-size settings kept: how the probe is checked
+    against the hand-written specs of model_specs/ (tests/test_probe_rediscovers.py)."""
+    from harness.core.models import resolve_class
+
+    source = build["code_source"]
+    classes = (resolve_class(source, build["config_class"]), resolve_class(source, build["class"]))
+    return probe_classes(*classes, target=target, model_type=model_type, code_source=source,
+                         class_names=(build["class"], build["config_class"]), config_json=dict(build["config"]))
+
+
 # Remote-code settings that select kernels or half precision: a CPU float32 probe turns them off.
 _CPU_FLAGS = {"fp32": True, "bf16": False, "fp16": False, "use_flash_attn": False}
 _META_KEYS = ("auto_map", "architectures", "transformers_version", "_name_or_path", "model_type")

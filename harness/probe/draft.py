@@ -42,6 +42,8 @@ def make_draft(*, family: str, model_types: list[str], description: str, code_so
     draft["cache"] = {"container": kv.container, "argument": argument}
     draft["conventions"] = {"attention_mask": conventions[0], "position_ids": conventions[1]}
     draft["inputs"] = {"vocab_limit": S.SPECIAL_BASE}  # special token ids sit at 240..255
+    if getattr(kv, "inserts", ()):  # tokens the model's code looks for in every row
+        draft["inputs"].update(insert_tokens=list(kv.inserts), insert_at=kv.insert_at)
     draft["matrix"] = {"num_virtual_tokens": num_virtual_tokens(heads_value)}
     return draft
 

@@ -46,6 +46,15 @@ class Builder:
     defaults: dict
     fixed: dict = field(default_factory=dict)  # settings every build needs (remote code: fp32...)
     base: dict = field(default_factory=dict)  # a config.json's non-size settings, under the overrides
+    # token ids every input row must hold (ChatGLM-6B: [gMASK] <bos>), as config attribute names,
+    # inserted at ``insert_at`` of each row; found by _needs_tokens when a plain run fails
+    inserts: tuple = ()
+    insert_at: int = 0
+
+    def run(self, model, batch: int, seq: int, vocab_limit: int, seed: int = 0):
+        """One forward with a cache on random rows that hold the required tokens."""
+        ids = [getattr(model.config, a) for a in self.inserts]
+        return run_forward(model, batch, seq, vocab_limit, seed, ids, self.insert_at)
 
     def build(self, overrides: dict, seed: int = 0):
         config = self.config_class(**{**self.base, **overrides, **self.fixed})
@@ -65,17 +74,22 @@ class Observation:
     wrapped: str | None = None  # e.g. EncoderDecoderCache: the self-attention cache inside was read
 
 
-def run_forward(model, batch: int, seq: int, vocab_limit: int, seed: int = 0):
+def run_forward(model, batch: int, seq: int, vocab_limit: int, seed: int = 0, inserts=(), insert_at: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_limit, (batch, seq), generator=gen)
+    ids = torch.randint(0, vocab_limit, (batch, seq), generator=gen)  # [batch, seq]
+    if inserts:  # the same tokens at the same place of every row (harness.core.inputs does the same)
+        at = insert_at if insert_at >= 0 else seq + insert_at
+        ids[:, at:at + len(inserts)] = torch.tensor(inserts)
     mask = torch.ones_like(ids)
     with torch.no_grad():
         try:
             return model(input_ids=ids, attention_mask=mask, use_cache=True)
-        except TypeError as e:  # a forward without attention_mask (rare): try without
-            if "attention_mask" not in str(e):
-                raise
-            return model(input_ids=ids, use_cache=True)
+        except Exception as e:  # noqa: BLE001 - a forward without attention_mask, or one that takes only
+            # its own mask form (ChatGLM-6B: 4-D boolean): the cache's shapes need no mask, so run without
+            try:
+                return model(input_ids=ids, use_cache=True)
+            except Exception:  # noqa: BLE001 - not the mask: the first error says what is wrong
+                raise e from None
 
 
 def returned(outputs):
@@ -162,6 +176,8 @@ class KVInference:
     v_shape: tuple
     notes: list = field(default_factory=list)
     wrapped: str | None = None
+    inserts: tuple = ()  # token attributes every row must hold (inputs.insert_tokens), and where
+    insert_at: int = 0
 
 
 def _repairs(shrunk: S.Shrunk):
@@ -193,7 +209,7 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
     that builds only at its class-default sizes still gives the n/a / hybrid verdict."""
     try:
         model, _ = builder.build(shrunk.overrides)
-        return model, observe(run_forward(model, BATCH, SEQ, vocab_limit))
+        return model, observe(builder.run(model, BATCH, SEQ, vocab_limit))
     except NotApplicable:
         raise
     except Exception as e:  # noqa: BLE001
@@ -201,10 +217,23 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
         if "only contain LinearAttention layers" in str(e):  # transformers' cache: no attention layer at all
             raise NotApplicable(f"no layer of the model caches attention K/V ({' '.join(str(e).split())[:200]})") from None
     why = f"{type(first).__name__}: {' '.join(str(first).split())[:160]}"
+    for inserts, at in _token_rules(shrunk):
+        builder.inserts, builder.insert_at = inserts, at
+        try:
+            model, _ = builder.build(shrunk.overrides)
+            ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
+        except NotApplicable:
+            raise
+        except Exception:  # noqa: BLE001 - not these tokens: try the next rule
+            continue
+        notes.append(f"every input row must hold {list(inserts)} at index {at} (inputs.insert_tokens): random "
+                     f"rows failed ({why})")
+        return model, ob
+    builder.inserts, builder.insert_at = (), 0
     for what, overrides, layers in _repairs(shrunk):
         try:
             model, _ = builder.build(overrides)
-            ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+            ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
         except NotApplicable:
             raise
         except Exception:  # noqa: BLE001 - try the next repair
@@ -223,7 +252,7 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
         raise first from None
     try:
         model, _ = builder.build(minimal)
-        ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+        ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
     except NotApplicable:
         raise
     except Exception:  # noqa: BLE001
@@ -233,6 +262,19 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
                          f"large to vary one at a time")
     raise NotApplicable(f"the {ob.cache_type} returned holds no attention K/V in any layer (class-default sizes; "
                         f"the tiny config failed: {why})")
+
+
+def _token_rules(shrunk: S.Shrunk):
+    """(token attributes, index) for models whose code looks for special tokens in every row (a
+    GLM-style [gMASK] <bos> marking where generation starts): each mask-like token id, followed by
+    <bos> where the config has one, at the start of the row or at its end."""
+    ids = [a for a, v in shrunk.overrides.items() if a.endswith("_token_id") and isinstance(v, int)]
+    masks = sorted(a for a in ids if "mask" in a)  # gmask_token_id before mask_token_id
+    bos = ["bos_token_id"] if "bos_token_id" in ids else []
+    for m in masks:
+        for tokens in ([m, *bos], [m]):
+            for at in (0, -len(tokens)):
+                yield tuple(tokens), at
 
 
 def _default_params(shrunk: S.Shrunk) -> float:
@@ -303,11 +345,11 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
     model, base = _build_base(builder, shrunk, vocab_limit, notes)
     attn = [i for i, k in enumerate(base.keys) if k is not None]
     if not attn:
-        kinds = sorted({type(x).__name__ for x in getattr(returned(run_forward(model, BATCH, SEQ, vocab_limit)), "layers", [])})
+        kinds = sorted({type(x).__name__ for x in getattr(returned(builder.run(model, BATCH, SEQ, vocab_limit)), "layers", [])})
         raise NotApplicable(f"the {base.cache_type} returned holds no attention K/V in any layer"
                             + (f" (its layers: {', '.join(kinds)})" if kinds else "") + ": recurrent state only")
     if len(attn) < len(base.keys):
-        kinds = [type(x).__name__ for x in getattr(returned(run_forward(model, BATCH, SEQ, vocab_limit)), "layers", [])]
+        kinds = [type(x).__name__ for x in getattr(returned(builder.run(model, BATCH, SEQ, vocab_limit)), "layers", [])]
         others = sorted({kinds[i] for i in range(len(kinds)) if i not in attn}) if kinds else []
         if others and set(others) <= {kinds[i] for i in attn}:  # same layer class, just unfilled: not recurrent
             raise ProbeError(f"the {base.cache_type} has {len(base.keys)} layers but only {attn} hold K/V, and the "
@@ -328,12 +370,12 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
     shapes: dict[str, tuple] = {}  # variation -> (keys list, values list) or an error string
     errors: dict[str, str] = {}
     for name, batch, seq in (("batch", NEW_BATCH, SEQ), ("seq", BATCH, NEW_SEQ)):
-        ob = observe(run_forward(model, batch, seq, vocab_limit))
+        ob = observe(builder.run(model, batch, seq, vocab_limit))
         shapes[name] = (ob.keys, ob.values)
     for name, overrides in _variations(shrunk):
         try:
             m, _ = builder.build(overrides)
-            ob = observe(run_forward(m, BATCH, SEQ, vocab_limit))
+            ob = observe(builder.run(m, BATCH, SEQ, vocab_limit))
             shapes[name] = (ob.keys, ob.values)
         except Exception as e:  # noqa: BLE001 - a variation the code rejects tells nothing; say so
             errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
@@ -388,7 +430,8 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
         notes.append("variations the code rejected (no evidence from them): " +
                      "; ".join(f"{k}: {v}" for k, v in errors.items()))
     return KVInference(axes, "s", layers, heads, head_dim, v_head_dim, base.container, cache_argument(model),
-                       base.cache_type, attn, len(base.keys), k0, v0, notes, base.wrapped)
+                       base.cache_type, attn, len(base.keys), k0, v0, notes, base.wrapped,
+                       builder.inserts, builder.insert_at)
 
 
 FLAG_WORDS = ("multi_query", "mqa", "gqa", "group")
@@ -405,7 +448,7 @@ def _flagged(heads, value, h, builder, shrunk, vocab_limit, notes) -> list:
             continue
         try:
             model, cfg = builder.build(S.merged(shrunk.overrides, **{name: False}))
-            ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+            ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
             k = next(k for k in ob.keys if k is not None)
         except Exception:  # noqa: BLE001 - off may need the KV heads equal to the heads: try that once
             kv, hs = shrunk.roles.get("kv_heads"), shrunk.roles.get("heads")
@@ -413,7 +456,7 @@ def _flagged(heads, value, h, builder, shrunk, vocab_limit, notes) -> list:
                 continue
             try:
                 model, cfg = builder.build(S.merged(shrunk.overrides, **{name: False, kv: shrunk.overrides[hs]}))
-                ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+                ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
                 k = next(k for k in ob.keys if k is not None)
             except Exception:  # noqa: BLE001 - the flag cannot be turned off: no evidence either way
                 continue
