@@ -138,3 +138,26 @@ def test_a_match_counts_only_when_the_prefix_matters():
     assert not Trial("extend_2d", "model_continues", 0.0, control=0.0).passed  # logits ignore the prefix
     assert not Trial("extend_2d", "model_continues", 2e-4, control=0.5).passed
     assert not Trial("extend_2d", "model_continues", None, "TypeError").passed
+
+
+def test_mla_draft_carries_v_head_dim():
+    """DeepSeek-V3 caches a latent: K's last dim is kv_lora_rank, V's the rotary head dim. The probe
+    traces them separately and writes kv.v_head_dim; until the spec format knows that field the
+    status says so (never a silent draft that drops V's size)."""
+    from harness.probe import spec_knows_v_head_dim
+
+    result = probe_model_type("deepseek_v3")
+    kv = result.kv
+    assert kv is not None, result.reason
+    k_d, v_d = kv.k_shape[kv.layout.index("d")], kv.v_shape[kv.layout.index("d")]
+    assert k_d != v_d  # the tiny config keeps every size apart: 24 (kv_lora_rank) vs 8 (qk_rope_head_dim)
+    cfg = resolve_class("transformers", "DeepseekV3Config")(**result.draft["build"]["config"])
+    assert _sizes(kv.head_dim, cfg) == cfg.kv_lora_rank == k_d
+    assert _sizes(kv.v_head_dim, cfg) == cfg.qk_rope_head_dim == v_d
+    assert result.draft["kv"]["v_head_dim"] in ("head_dim", "qk_rope_head_dim")
+    if not spec_knows_v_head_dim():
+        assert result.status == "probe-failed" and "kv.v_head_dim" in result.reason and "does not" in result.reason
+        pytest.skip("harness.core.spec has no kv.v_head_dim yet: the measured part of this test waits for it")
+    assert result.status == "ok", result.reason
+    spec = load_draft(result.draft)
+    assert first_applicable(spec.kv.v_head_dim, build_config(spec)) == v_d

@@ -113,17 +113,19 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.notes.append(f"the cache comes as a {kv.wrapped}; its self-attention part was read")
     argument = "auto" if code_source == "transformers" and kv.container == "transformers_cache" else kv.argument
     heads_value = _value(kv.heads, builder, shrunk)
+    # MLA: V's last dim is its own size (a latent cache); the spec's kv.v_head_dim says which
+    v_differs = kv.v_head_dim != kv.head_dim and _value(kv.v_head_dim, builder, shrunk) != _value(kv.head_dim, builder, shrunk)
     draft = D.make_draft(
         family=model_type, model_types=list(dict.fromkeys(match_types or [model_type])),
         description=f"{class_names[0]} ({code_source}), drafted by prefix-compat probe",
         code_source=code_source, model_class=class_names[0], config_class=class_names[1],
         config={**kept, **shrunk.overrides, **fixed}, kv=kv, argument=argument,
-        conventions=("extend_2d", "model_continues"), heads_value=heads_value)
-    if kv.v_head_dim != kv.head_dim and _value(kv.v_head_dim, builder, shrunk) != _value(kv.head_dim, builder, shrunk):
+        conventions=("extend_2d", "model_continues"), heads_value=heads_value, v_head_dim=v_differs)
+    if v_differs and not spec_knows_v_head_dim():
         res.reason = (f"K and V head dims differ (K {kv.k_shape}, head dim {kv.head_dim}; V {kv.v_shape}, head dim "
-                      f"{kv.v_head_dim}): the spec format has one kv.head_dim, so the prefix cannot be drafted "
-                      f"(issue 9 item 3: separate K and V head sizes)")
-        res.draft, res.yaml = draft, D.to_yaml(draft, [f"NOT VALID: {res.reason}"])
+                      f"{kv.v_head_dim}): the draft carries kv.v_head_dim, which this harness.core.spec does not "
+                      f"know yet (it comes with the MLA support of issue 9 item 3), so it cannot be loaded or measured")
+        res.draft, res.yaml = draft, D.to_yaml(draft, [f"NOT VALID YET: {res.reason}"])
         return res
     model, _ = builder.build(shrunk.overrides)
     try:
@@ -159,6 +161,13 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
     comments.extend(f"note: {n}" for n in res.notes)
     res.draft, res.yaml = draft, D.to_yaml(draft, comments)
     return res
+
+
+def spec_knows_v_head_dim() -> bool:
+    """Whether the installed spec format has kv.v_head_dim (K and V of different head dims)."""
+    from harness.core.spec import KVSpec
+
+    return "v_head_dim" in getattr(KVSpec, "__dataclass_fields__", {})
 
 
 def _value(exprs, builder, shrunk) -> int | None:

@@ -23,7 +23,7 @@ GROUPS = [
     (r"no attention K/V|returns no cache|holds no \(k, v\)|no per-layer keys|no layer of the model caches|takes no cache",
      "no attention KV cache"),
     (r"^not a causal LM", "not a causal LM"),
-    (r"K and V head dims differ", "K and V head dims differ (MLA latent cache; issue 9 item 3)"),
+    (r"K and V head dims differ", "K and V head dims differ: the draft's kv.v_head_dim needs the spec format's MLA support"),
     (r"sub-config", "sizes in a sub-config (composite config; expressions name top-level attributes only)"),
     (r"no \(attention_mask, position_ids\) candidate", "no mask/position convention reproduces the logits"),
     (r"time limit", "over the time limit"),
