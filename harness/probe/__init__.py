@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import draft as D
+from . import pick as P
 from . import shrink as S
 from .infer import Builder, NotApplicable, ProbeError, infer_kv
 from .pick import load_draft, pick_conventions
+from .pick import measure_attention_only as measure_hybrid
 
 STATUSES = ("ok", "n/a", "probe-failed")
 
@@ -77,18 +79,25 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.notes.append("is_decoder=True set: the class is an encoder stack that runs causally only as a decoder")
     missing = [r for r in ("hidden", "layers", "heads", "vocab") if r not in shrunk.roles]
     nested = [k for k, v in shrunk.overrides.items() if isinstance(v, dict) and S.shrink(defaults[k]).roles.get("layers")]
+    sub, outer = None, {}
     if missing and nested:
-        # a composite (multimodal) config: the sizes live in a sub-config, and spec expressions
-        # (harness/core/expr.py) name top-level attributes only
-        res.reason = (f"the sizes live in sub-config(s) {nested} of {config_class.__name__} (a composite, multimodal "
-                      f"config); spec expressions name top-level config attributes only, so kv sizes cannot be "
-                      f"written: probe the text model type instead, if transformers has one")
-        return res
+        # a composite (multimodal) config: the language model's sizes live in a sub-config; the probe
+        # shrinks and varies that one, and the spec names its sizes by dotted paths (text_config.head_dim)
+        sub = S.text_sub_config(defaults, nested)
+        if sub is None:
+            res.reason = (f"the sizes live in sub-configs {nested} of {config_class.__name__} (a composite config) "
+                          f"and none is the language model's (looked for {', '.join(S.TEXT_SUB_CONFIGS)}, or the one "
+                          f"sub-config with a vocabulary): which one the cache follows cannot be told")
+            return res
+        outer = {k: v for k, v in shrunk.overrides.items() if k != sub}
+        shrunk = S.shrink(defaults[sub])
+        missing = [r for r in ("hidden", "layers", "heads", "vocab") if r not in shrunk.roles]
+        res.notes.append(f"composite config: sizes varied in {sub}; expressions name them as {sub}.<attribute>")
     if missing:
         res.notes.append("sizes not recognised (left at class defaults): " +
                          ", ".join(f"{r} (looked for {', '.join(S.ROLES[r])})" for r in missing))
     res.sliding_window = _windows(shrunk)
-    builder = Builder(config_class, model_class, defaults, fixed, kept)
+    builder = Builder(config_class, model_class, defaults, fixed, kept, sub=sub, outer=outer)
     vocab_limit = S.SPECIAL_BASE if "vocab" in shrunk.roles else 100
     try:
         kv = infer_kv(builder, shrunk, vocab_limit)
@@ -99,6 +108,8 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
             res.reason = ("the forward takes no cache argument (neither cache= nor past_key_values=) and returns "
                           "none: there is no KV cache to put a prefix in")
         res.attention_layers = getattr(e, "attention_layers", None)
+        if getattr(e, "model", None) is not None and res.attention_layers:
+            _hybrid_verdict(res, e, vocab_limit)
         return res
     except ProbeError as e:
         res.reason = str(e)
@@ -107,6 +118,8 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.reason = f"the tiny model does not build or run: {_first_line(e)}"
         res.notes.append(f"tiny config tried: {shrunk.overrides}")
         return res
+    if sub:
+        kv = kv_in_sub_config(kv, sub)
     res.kv = kv
     res.notes.extend(kv.notes)
     if kv.wrapped:
@@ -119,7 +132,7 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         family=model_type, model_types=list(dict.fromkeys(match_types or [model_type])),
         description=f"{class_names[0]} ({code_source}), drafted by prefix-compat probe",
         code_source=code_source, model_class=class_names[0], config_class=class_names[1],
-        config={**kept, **shrunk.overrides, **fixed}, kv=kv, argument=argument,
+        config=builder.settings(shrunk.overrides), kv=kv, argument=argument,
         conventions=("extend_2d", "model_continues"), heads_value=heads_value, v_head_dim=v_differs)
     if v_differs and not spec_knows_v_head_dim():
         res.reason = (f"K and V head dims differ (K {kv.k_shape}, head dim {kv.head_dim}; V {kv.v_shape}, head dim "
@@ -163,6 +176,44 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
     return res
 
 
+def _hybrid_verdict(res: ProbeResult, e, vocab_limit: int) -> None:
+    """A hybrid: measure a real-token prefix on its attention layers alone (recurrent state empty).
+    The verdict stays n/a with the measurement as its reason unless that reproduces the logits, which
+    the spec format cannot express yet (a note says what it would take)."""
+    trial = measure_hybrid(e.model, e.attention_layers, vocab_limit)
+    res.trials = [trial]
+    where = f"attention K/V in cache layers {e.attention_layers} of {e.total_layers}"
+    if trial.passed:
+        res.reason = (f"hybrid: {where}; a real-token prefix on those layers alone reproduces the full-context "
+                      f"logits ({trial.message}), but specs cannot yet name the attention layers (kv.attention_layers) "
+                      f"for the attention_layers container")
+        return
+    whole = ("the model continues its own full cache (recurrent state included)" if trial.whole is not None and
+             trial.whole <= P.TOLERANCE else "even its own full cache does not continue exactly")
+    res.reason = (f"hybrid: {where}, the others recurrent / state-space state that a K/V prefix cannot set: a real-token "
+                  f"prefix on the attention layers alone does not reproduce the full-context logits (measured: "
+                  f"{trial.message}; {whole})")
+
+
+def kv_in_sub_config(kv, sub: str):
+    """The inference with every attribute named from the top-level config (``text_config.head_dim``)."""
+    import dataclasses
+
+    from harness.core.expr import ConfigExpr
+
+    def dotted(text):
+        if isinstance(text, int):
+            return text
+        e = ConfigExpr.parse(text)
+        name = {t: f"{sub}.{t}" for t in e.names()}
+        out = name.get(e.a, e.a) + (f" {e.op} {name.get(e.b, e.b)}" if e.op else "")
+        return out + (f" if {name[e.flag]}" if e.flag else "")
+
+    fields = ("layers", "heads", "head_dim", "v_head_dim")
+    return dataclasses.replace(kv, **{f: [dotted(x) for x in getattr(kv, f)] for f in fields},
+                               inserts=tuple(f"{sub}.{a}" for a in kv.inserts))
+
+
 def spec_knows_v_head_dim() -> bool:
     """Whether the installed spec format has kv.v_head_dim (K and V of different head dims)."""
     from harness.core.spec import KVSpec
@@ -174,7 +225,7 @@ def _value(exprs, builder, shrunk) -> int | None:
     from harness.core.expr import ConfigExpr, first_applicable
 
     try:
-        cfg = builder.config_class(**{**builder.base, **shrunk.overrides, **builder.fixed})
+        cfg = builder.config_class(**builder.settings(shrunk.overrides))
         return first_applicable(tuple(ConfigExpr.parse(x) for x in exprs), cfg)
     except Exception:  # noqa: BLE001
         return None

@@ -31,9 +31,10 @@ class NotApplicable(RuntimeError):
 class Hybrid(NotApplicable):
     """Some layers cache attention K/V, others recurrent state: which are which is recorded."""
 
-    def __init__(self, message: str, attention_layers: list, total_layers: int, layer_kinds: list):
+    def __init__(self, message: str, attention_layers: list, total_layers: int, layer_kinds: list, model=None):
         super().__init__(message)
         self.attention_layers, self.total_layers, self.layer_kinds = attention_layers, total_layers, layer_kinds
+        self.model = model  # the tiny model, for measuring a prefix on the attention layers alone
 
 
 @dataclass
@@ -50,14 +51,28 @@ class Builder:
     # inserted at ``insert_at`` of each row; found by _needs_tokens when a plain run fails
     inserts: tuple = ()
     insert_at: int = 0
+    # a composite config (multimodal): the sizes varied live in this sub-config (text_config), the
+    # overrides are its settings, and ``outer`` the tiny settings of the rest (other sub-configs shrunk)
+    sub: str | None = None
+    outer: dict = field(default_factory=dict)
 
     def run(self, model, batch: int, seq: int, vocab_limit: int, seed: int = 0):
         """One forward with a cache on random rows that hold the required tokens."""
-        ids = [getattr(model.config, a) for a in self.inserts]
+        ids = [getattr(self.sizes_of(model.config), a) for a in self.inserts]
         return run_forward(model, batch, seq, vocab_limit, seed, ids, self.insert_at)
 
+    def settings(self, overrides: dict) -> dict:
+        """The config's keyword arguments for these (sub-config) overrides."""
+        if self.sub:
+            return {**self.base, **self.outer, self.sub: overrides, **self.fixed}
+        return {**self.base, **overrides, **self.fixed}
+
+    def sizes_of(self, config):
+        """The config object the sizes are read from: the sub-config of a composite one."""
+        return getattr(config, self.sub) if self.sub else config
+
     def build(self, overrides: dict, seed: int = 0):
-        config = self.config_class(**{**self.base, **overrides, **self.fixed})
+        config = self.config_class(**self.settings(overrides))
         torch.manual_seed(seed)
         model = self.model_class(config)
         return model.float().eval(), config
@@ -356,8 +371,7 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
                              f"empty ones are the same {', '.join(others)}: a layer count not recognised")
         raise Hybrid(f"hybrid: attention K/V in cache layers {attn} of {len(base.keys)}, the others hold "
                      f"{', '.join(others) or 'no K/V'} (recurrent / state-space state); a prefix on the attention "
-                     f"layers alone needs a container that fills only those layers and leaves the recurrent state "
-                     f"empty, which harness/core/containers does not have, so it is not measured", attn, len(base.keys), kinds)
+                     f"layers alone leaves the recurrent state empty", attn, len(base.keys), kinds, model)
     k0, v0 = base.keys[attn[0]], base.values[attn[0]]
     if len(k0) != 4 or len(v0) != 4:
         raise ProbeError(f"one layer's K is {len(k0)}-D {k0} and V {len(v0)}-D {v0}; the spec format "
@@ -416,7 +430,7 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
     axes = [""] * 4
     axes[b], axes[s], axes[h], axes[d] = "b", "s", "h", "d"
 
-    cfg = model.config
+    cfg = builder.sizes_of(model.config)
     r = shrunk.roles
     heads = _heads_expr(k0[h], h, r, cfg, moves, notes)
     head_dim = _head_dim_expr(k0[d], d, 0, r, cfg, moves, head_vars, errors)
@@ -448,6 +462,7 @@ def _flagged(heads, value, h, builder, shrunk, vocab_limit, notes) -> list:
             continue
         try:
             model, cfg = builder.build(S.merged(shrunk.overrides, **{name: False}))
+            cfg = builder.sizes_of(cfg)
             ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
             k = next(k for k in ob.keys if k is not None)
         except Exception:  # noqa: BLE001 - off may need the KV heads equal to the heads: try that once
@@ -456,6 +471,7 @@ def _flagged(heads, value, h, builder, shrunk, vocab_limit, notes) -> list:
                 continue
             try:
                 model, cfg = builder.build(S.merged(shrunk.overrides, **{name: False, kv: shrunk.overrides[hs]}))
+                cfg = builder.sizes_of(cfg)
                 ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
                 k = next(k for k in ob.keys if k is not None)
             except Exception:  # noqa: BLE001 - the flag cannot be turned off: no evidence either way

@@ -71,6 +71,20 @@ class Shrunk:
     n_layers: int = LAYERS  # KV heads had to equal heads for the tiny model to run
 
 
+# Where composite (multimodal) configs keep the language model, most common first.
+TEXT_SUB_CONFIGS = ("text_config", "language_config", "llm_config", "text_model_config", "decoder_config")
+
+
+def text_sub_config(defaults: dict, nested: list) -> str | None:
+    """The sub-config whose sizes the cache follows: a known text sub-config name, else the only
+    nested config with a vocabulary (the one that embeds tokens)."""
+    for name in TEXT_SUB_CONFIGS:
+        if name in nested:
+            return name
+    with_vocab = [k for k in nested if any(v in defaults[k] for v in ROLES["vocab"])]
+    return with_vocab[0] if len(with_vocab) == 1 else None
+
+
 def defaults_of(config_class) -> dict:
     """The class defaults as a dict, sub-configs as nested dicts."""
     return config_class().to_dict()
