@@ -190,9 +190,8 @@ def _hybrid_verdict(res: ProbeResult, e, vocab_limit: int) -> None:
         return
     whole = ("the model continues its own full cache (recurrent state included)" if trial.whole is not None and
              trial.whole <= P.TOLERANCE else "even its own full cache does not continue exactly")
-    res.reason = (f"hybrid: {where}, the others recurrent / state-space state that a K/V prefix cannot set: a real-token "
-                  f"prefix on the attention layers alone does not reproduce the full-context logits (measured: "
-                  f"{trial.message}; {whole})")
+    res.reason = (f"{str(e).split(';')[0]}, which a K/V prefix cannot set: a real-token prefix on the attention K/V "
+                  f"alone does not reproduce the full-context logits (measured: {trial.message}; {whole})")
 
 
 def kv_in_sub_config(kv, sub: str):

@@ -204,6 +204,12 @@ def _repairs(shrunk: S.Shrunk):
         o = S.merged(o, **{r["kv_heads"]: o[r["heads"]]})
         done.append(f"{r['kv_heads']} = {r['heads']}")
         yield ", ".join(done), o, layers
+    unset = {k: v for names, v in S.EXPERTS.items() for k in names if k in o or shrunk.defaults.get(k, 0) is None}
+    unset = {k: v for k, v in unset.items() if k not in o}
+    if unset:  # expert counts the class leaves None although its code builds experts (MoE by construction)
+        o = S.merged(o, **unset)
+        done.append(f"experts set ({', '.join(unset)})")
+        yield ", ".join(done), o, layers
     per_tok = [k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "experts_per_token") if k in o]
     if per_tok:
         o = S.merged(o, **{k: 1 for k in per_tok})
@@ -279,6 +285,26 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
                         f"the tiny config failed: {why})")
 
 
+def _holds_state(layer) -> bool:
+    """A cache layer that keeps recurrent / convolution state (transformers' linear-attention layers)."""
+    flags = ("is_conv_states_initialized", "is_recurrent_states_initialized")  # per state index, after a forward
+    return any(any((getattr(layer, a, None) or {}).values()) for a in flags)
+
+
+def _state_beside_layers(cache) -> list[str]:
+    """Attributes of a cache object other than its K/V layers that hold tensors (recurrent state)."""
+    def has_tensor(v, depth=0):
+        if isinstance(v, torch.Tensor):
+            return v.numel() > 0
+        if isinstance(v, (list, tuple)) and depth < 2:
+            return any(has_tensor(x, depth + 1) for x in v)
+        return False
+
+    if not hasattr(cache, "__dict__") or isinstance(cache, (tuple, list)):
+        return []
+    return [n for n, v in vars(cache).items() if n not in ("layers", "key_cache", "value_cache") and has_tensor(v)]
+
+
 def _token_rules(shrunk: S.Shrunk):
     """(token attributes, index) for models whose code looks for special tokens in every row (a
     GLM-style [gMASK] <bos> marking where generation starts): each mask-like token id, followed by
@@ -341,7 +367,7 @@ def _int(v) -> bool:
 
 # Recurrent sizes tied to the hidden size (Mamba-2: heads * head dim == expand * hidden; Zamba-2's
 # attention width is 2 * hidden): they follow a hidden-size change, so only the attention axes move.
-_HIDDEN_FOLLOWERS = ("mamba_n_heads", "n_mamba_heads", "mamba_num_heads", "attention_hidden_size")
+_HIDDEN_FOLLOWERS = ("mamba_n_heads", "n_mamba_heads", "mamba_num_heads", "attention_hidden_size", "mamba_d_ssm")
 
 
 def _follow_hidden(base: dict, factor: float) -> dict:
@@ -372,6 +398,18 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
         raise Hybrid(f"hybrid: attention K/V in cache layers {attn} of {len(base.keys)}, the others hold "
                      f"{', '.join(others) or 'no K/V'} (recurrent / state-space state); a prefix on the attention "
                      f"layers alone leaves the recurrent state empty", attn, len(base.keys), kinds, model)
+    cache_obj = returned(builder.run(model, BATCH, SEQ, vocab_limit))
+    layer_objs = getattr(cache_obj, "layers", None) or []
+    stateful = [i for i, x in enumerate(layer_objs) if _holds_state(x)]
+    extra = _state_beside_layers(cache_obj)
+    if extra:  # a cache class that keeps recurrent state in its own attribute (MiniMax: linear_cache)
+        raise Hybrid(f"hybrid: the {base.cache_type} keeps state beside its {len(base.keys)} K/V layers ({', '.join(extra)}: "
+                     f"recurrent / linear-attention layers); a prefix on the attention K/V alone leaves that state "
+                     f"empty", attn, len(base.keys), [type(x).__name__ for x in layer_objs], model)
+    if stateful:  # every layer caches K/V, but some also carry recurrent state (attention and SSM side by side)
+        raise Hybrid(f"hybrid: cache layers {stateful} of {len(base.keys)} ({type(layer_objs[stateful[0]]).__name__}) "
+                     f"hold recurrent / state-space state beside attention K/V; a prefix on the attention K/V alone "
+                     f"leaves that state empty", attn, len(base.keys), [type(x).__name__ for x in layer_objs], model)
     k0, v0 = base.keys[attn[0]], base.values[attn[0]]
     if len(k0) != 4 or len(v0) != 4:
         raise ProbeError(f"one layer's K is {len(k0)}-D {k0} and V {len(v0)}-D {v0}; the spec format "

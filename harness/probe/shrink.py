@@ -41,7 +41,7 @@ RECURRENT = {"mamba_n_heads": 8, "n_mamba_heads": 8, "mamba_num_heads": 8, "mamb
              "mamba_headdim": 16, "mamba_expand": 2, "mamba_d_state": 16, "ssm_state_size": 16, "state_size": 16,
              "mamba_n_groups": 1, "n_groups": 1, "linear_num_heads": 4, "linear_head_dim": 16,
              "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_key_head_dim": 16,
-             "linear_value_head_dim": 16, "attention_head_dim": 32}
+             "linear_value_head_dim": 16, "attention_head_dim": 32, "mamba_d_ssm": 128}
 # partial rotary: at most the tiny head dim's half (GPT-J / CodeGen default 64 > head dim 16)
 ROTARY = {"rotary_dim": 8}
 LAYER_INDEX_LISTS = ("_layer_indices", "_idxs", "_layer_ids", "_layers_idx")
@@ -184,7 +184,9 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     # Sub-configs (text_config, vision_config...) shrink the same way.
     for name, value in defaults.items():
         if isinstance(value, dict) and name.endswith("_config") and value:
-            out[name] = shrink(value, layers).overrides
+            sub = shrink(value, layers).overrides
+            if sub:  # an empty dict would replace the sub-config's defaults with its class's bare ones
+                out[name] = sub
     return Shrunk(out, roles, windows, layer_lists, defaults, ties=ties, params=params, n_layers=layers)
 
 
