@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +116,13 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.reason = str(e)
         return res
     except Exception as e:  # noqa: BLE001 - the tiny model does not build or run: say how
+        if _NEEDS_INPUTS.search(str(e)) and _builds(builder, shrunk):
+            # the model builds but its forward refuses token ids alone: a drafter fed by another model's
+            # states, a model that needs a language id or pixels: not a text causal LM a prefix is put into
+            res.status = "n/a"
+            res.reason = (f"the forward does not run on token ids alone, it needs other inputs: {_first_line(e)}; "
+                          f"there is no text-only causal LM to put a prefix in")
+            return res
         res.reason = f"the tiny model does not build or run: {_first_line(e)}"
         res.notes.append(f"tiny config tried: {shrunk.overrides}")
         return res
@@ -174,6 +182,19 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
     comments.extend(f"note: {n}" for n in res.notes)
     res.draft, res.yaml = draft, D.to_yaml(draft, comments)
     return res
+
+
+# A forward's message when it needs inputs besides token ids (transformers' own wording).
+_NEEDS_INPUTS = re.compile(r"cannot be None|must be (?:provided|passed|given)|set_default_language|pixel_values "
+                           r"(?:is|are) required|requires? (?:pixel_values|input_features|an? \w+ input)")
+
+
+def _builds(builder, shrunk) -> bool:
+    try:
+        builder.build(shrunk.overrides)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def _hybrid_verdict(res: ProbeResult, e, vocab_limit: int) -> None:
