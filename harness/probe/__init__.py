@@ -163,6 +163,14 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.status = "ok"
         comments.append("conventions: the first that reproduces the full-context logits (<= 1e-4); all that do: " +
                         ", ".join(f"{t.attention_mask}+{t.position_ids}" for t in passing))
+    elif all(t.error is None for t in res.trials) and _ONE_TOKEN.search(res.trials[0].message):
+        # the model refuses more than one new token behind a cache: prefix tuning's training forward
+        # (P prefix positions, then the whole input) cannot run at all
+        res.status = "n/a"
+        res.reason = (f"the model runs a forward behind a cache on one new token only ({res.trials[0].message}): "
+                      "a prefix cannot be fed with a whole input")
+        res.draft, res.yaml = None, None
+        return res
     else:
         best = min((t for t in res.trials if t.error is not None), key=lambda t: t.error, default=None)
         res.reason = ("no (attention_mask, position_ids) candidate reproduces the full-context logits with a "
@@ -187,6 +195,10 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
 # A forward's message when it needs inputs besides token ids (transformers' own wording).
 _NEEDS_INPUTS = re.compile(r"cannot be None|must be (?:provided|passed|given)|set_default_language|pixel_values "
                            r"(?:is|are) required|requires? (?:pixel_values|input_features|an? \w+ input)")
+
+
+# A model's refusal of several new tokens behind a cache (ProphetNet's wording, and the like).
+_ONE_TOKEN = re.compile(r"only supported for \S+ of length 1|one (?:new )?token at a time", re.I)
 
 
 def _builds(builder, shrunk) -> bool:

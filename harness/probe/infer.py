@@ -582,5 +582,10 @@ def _layers_expr(base, attn, roles, cfg, shapes, notes) -> list:
     more = sum(k is not None for k in shapes["layers"][0])
     if len(attn) == n and len(base.keys) == n and more == n + 1:
         return [attr]
+    per = len(attn) // n if n else 0
+    if per > 1 and len(attn) == len(base.keys) == per * n and more == per * (n + 1):
+        # several attention blocks per layer, each with its own cache entry (LongCat-Flash: two)
+        notes.append(f"the cache holds {per} K/V entries per layer ({attr}={n} -> {len(attn)}, {n + 1} -> {more})")
+        return [f"{attr} * {per}"]
     raise ProbeError(f"the cache holds K/V for layers {attr}={n} -> {len(attn)} of {len(base.keys)} entries, "
                      f"{attr}={n + 1} -> {more}: not one K/V pair per layer")

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 ROLES = {
     "hidden": ("hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "hidden_dim", "model_dim", "dim"),
     "layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "num_decoder_layers"),
-    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads", "attention_heads"),
+    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads", "attention_heads",
+              "num_decoder_attention_heads"),
     "kv_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num", "n_kv_heads",
                  "num_kv_groups", "kv_heads", "num_key_value_groups"),
     "head_dim": ("head_dim", "kv_channels", "attention_head_dim", "d_head", "head_size", "d_kv", "dim_head"),
@@ -26,7 +27,9 @@ ROLES = {
 # Sizes that have no cache axis of their own: set tiny so the model builds fast, never varied.
 INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", "d_ff", "decoder_ffn_dim",
                 "moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size",
-                "mlp_dim", "inner_dim", "ffn_intermediate_size", "dense_intermediate_size")
+                "mlp_dim", "inner_dim", "ffn_intermediate_size", "dense_intermediate_size", "expert_ffn_hidden_size")
+# KV shared by the last N layers (Gemma 3n): the tiny model has too few layers to share any
+NO_SHARING = ("num_kv_shared_layers",)
 EXPERTS = {("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"): 4,
            ("num_experts_per_tok", "moe_topk", "moe_k", "num_selected_experts", "experts_per_token"): 2,
            ("n_shared_experts", "num_shared_experts"): 1, ("n_group", "topk_group"): 1,
@@ -99,8 +102,9 @@ def _resize_pattern(value, old_n: int, new_n: int):
     distinct entry when it fits (e.g. both 'sliding_attention' and 'full_attention')."""
     items = list(value)
     distinct = list(dict.fromkeys(items))
-    out = (distinct + items)[:new_n] if len(distinct) <= new_n else items[:new_n]
-    out += [items[-1]] * (new_n - len(out))
+    # cycle the kinds: with 4 layers each of 2 kinds appears twice (Zamba ties its shared attention
+    # block across the attention layers, so it needs two of them)
+    out = [distinct[i % len(distinct)] for i in range(new_n)] if len(distinct) <= new_n else items[:new_n]
     return "".join(out) if isinstance(value, str) else out
 
 
@@ -136,6 +140,12 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
                 out[name] = value
             elif name in defaults and defaults[name] is None and has_experts and value == 2:
                 out[name] = value  # experts per token left unset (None) beside a set expert count
+    for name in NO_SHARING:
+        if _is_int(defaults.get(name)):
+            out[name] = 0
+    for name, value in defaults.items():  # other vocabularies (byte-group hash tables...): tiny too
+        if "vocab" in name and _is_int(value) and value > VOCAB and name not in out:
+            out[name] = VOCAB
     for name, value in LATENT.items():
         if _is_int(defaults.get(name)) and defaults[name] > 0:
             out[name] = value
@@ -184,9 +194,7 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     # Sub-configs (text_config, vision_config...) shrink the same way.
     for name, value in defaults.items():
         if isinstance(value, dict) and name.endswith("_config") and value:
-            sub = shrink(value, layers).overrides
-            if sub:  # an empty dict would replace the sub-config's defaults with its class's bare ones
-                out[name] = sub
+            out[name] = shrink(value, layers).overrides
     return Shrunk(out, roles, windows, layer_lists, defaults, ties=ties, params=params, n_layers=layers)
 
 
