@@ -210,7 +210,8 @@ def _repairs(shrunk: S.Shrunk):
         o = S.merged(o, **unset)
         done.append(f"experts set ({', '.join(unset)})")
         yield ", ".join(done), o, layers
-    per_tok = [k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "experts_per_token") if k in o]
+    per_tok = [k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "experts_per_token", "num_experts_per_token")
+               if k in o]
     if per_tok:
         o = S.merged(o, **{k: 1 for k in per_tok})
         done.append("1 expert per token")

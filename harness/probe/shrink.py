@@ -31,8 +31,9 @@ INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", "d
 # KV shared by the last N layers (Gemma 3n): the tiny model has too few layers to share any
 NO_SHARING = ("num_kv_shared_layers",)
 EXPERTS = {("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"): 4,
-           ("num_experts_per_tok", "moe_topk", "moe_k", "num_selected_experts", "experts_per_token"): 2,
-           ("n_shared_experts", "num_shared_experts"): 1, ("n_group", "topk_group"): 1,
+           ("num_experts_per_tok", "moe_topk", "moe_k", "num_selected_experts", "experts_per_token",
+            "num_experts_per_token"): 2,
+           ("n_shared_experts", "num_shared_experts"): 1, ("n_group", "topk_group", "num_expert_group"): 1,
            ("first_k_dense_replace",): 1}
 # Multi-head latent attention (DeepSeek-V2/V3 and descendants): what their cache slots are sized by.
 LATENT = {"kv_lora_rank": 24, "q_lora_rank": 40, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 12}
@@ -149,6 +150,8 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     for name, value in LATENT.items():
         if _is_int(defaults.get(name)) and defaults[name] > 0:
             out[name] = value
+    if _is_int(defaults.get("qk_head_dim")) and "qk_nope_head_dim" in out and "qk_rope_head_dim" in out:
+        out["qk_head_dim"] = out["qk_nope_head_dim"] + out["qk_rope_head_dim"]  # stored, not derived (Kimi)
     ties: dict = {}
     for name in ROLES["head_dim"]:  # MLA: the rotary head dim is one of the latent sizes; keep it tied
         tied = [a for a in LATENT if a in out and defaults.get(name) == defaults.get(a)]
