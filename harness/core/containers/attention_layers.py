@@ -42,5 +42,5 @@ def pack(pairs, config=None, attention_layers=None):
 
 
 def unpack(cache):
-    keep = set(attention_indices(cache))
-    return [pair for i, pair in enumerate(pairs_of(cache)) if i in keep] if keep else pairs_of(cache)
+    keep = attention_indices(cache)  # recurrent layers have no ``keys``: read the attention ones directly
+    return [(cache.layers[i].keys, cache.layers[i].values) for i in keep] if keep else pairs_of(cache)
