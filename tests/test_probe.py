@@ -184,7 +184,7 @@ def test_hybrid_is_na_with_a_measurement(model_type):
     result = probe_model_type(model_type)
     assert result.status == "n/a", result.summary()
     assert result.reason.startswith("hybrid") and "relative error" in result.reason
-    trial = result.trials[0]
+    trial = result.hybrid
     assert trial.whole is not None and trial.whole <= 1e-4  # the model continues its own cache exactly
     assert trial.attention_only is not None and trial.attention_only > 1e-4  # the K/V alone do not
     assert result.attention_layers

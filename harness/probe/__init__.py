@@ -42,6 +42,7 @@ class ProbeResult:
     yaml: str | None = None
     notes: list = field(default_factory=list)  # what could not be inferred or needs a person
     attention_layers: list | None = None  # hybrids: the cache layers that hold attention K/V
+    hybrid: object | None = None  # hybrids: pick.HybridTrial, the prefix on the attention layers alone, measured
 
     def summary(self) -> str:
         return f"{self.target}: {self.status}" + (f" ({self.reason})" if self.reason else "")
@@ -214,7 +215,7 @@ def _hybrid_verdict(res: ProbeResult, e, vocab_limit: int) -> None:
     The verdict stays n/a with the measurement as its reason unless that reproduces the logits, which
     the spec format cannot express yet (a note says what it would take)."""
     trial = measure_hybrid(e.model, e.attention_layers, vocab_limit)
-    res.trials = [trial]
+    res.hybrid = trial
     where = f"attention K/V in cache layers {e.attention_layers} of {e.total_layers}"
     if trial.passed:
         res.reason = (f"hybrid: {where}; a real-token prefix on those layers alone reproduces the full-context "
