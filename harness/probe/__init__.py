@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import draft as D
+from . import pick as P
 from . import shrink as S
 from .infer import Builder, NotApplicable, ProbeError, infer_kv
 from .pick import load_draft, pick_conventions
+from .pick import measure_attention_only as measure_hybrid
 
 STATUSES = ("ok", "n/a", "probe-failed")
 
@@ -39,6 +42,7 @@ class ProbeResult:
     yaml: str | None = None
     notes: list = field(default_factory=list)  # what could not be inferred or needs a person
     attention_layers: list | None = None  # hybrids: the cache layers that hold attention K/V
+    hybrid: object | None = None  # hybrids: pick.HybridTrial, the prefix on the attention layers alone, measured
 
     def summary(self) -> str:
         return f"{self.target}: {self.status}" + (f" ({self.reason})" if self.reason else "")
@@ -77,18 +81,25 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.notes.append("is_decoder=True set: the class is an encoder stack that runs causally only as a decoder")
     missing = [r for r in ("hidden", "layers", "heads", "vocab") if r not in shrunk.roles]
     nested = [k for k, v in shrunk.overrides.items() if isinstance(v, dict) and S.shrink(defaults[k]).roles.get("layers")]
+    sub, outer = None, {}
     if missing and nested:
-        # a composite (multimodal) config: the sizes live in a sub-config, and spec expressions
-        # (harness/core/expr.py) name top-level attributes only
-        res.reason = (f"the sizes live in sub-config(s) {nested} of {config_class.__name__} (a composite, multimodal "
-                      f"config); spec expressions name top-level config attributes only, so kv sizes cannot be "
-                      f"written: probe the text model type instead, if transformers has one")
-        return res
+        # a composite (multimodal) config: the language model's sizes live in a sub-config; the probe
+        # shrinks and varies that one, and the spec names its sizes by dotted paths (text_config.head_dim)
+        sub = S.text_sub_config(defaults, nested)
+        if sub is None:
+            res.reason = (f"the sizes live in sub-configs {nested} of {config_class.__name__} (a composite config) "
+                          f"and none is the language model's (looked for {', '.join(S.TEXT_SUB_CONFIGS)}, or the one "
+                          f"sub-config with a vocabulary): which one the cache follows cannot be told")
+            return res
+        outer = {k: v for k, v in shrunk.overrides.items() if k != sub}
+        shrunk = S.shrink(defaults[sub])
+        missing = [r for r in ("hidden", "layers", "heads", "vocab") if r not in shrunk.roles]
+        res.notes.append(f"composite config: sizes varied in {sub}; expressions name them as {sub}.<attribute>")
     if missing:
         res.notes.append("sizes not recognised (left at class defaults): " +
                          ", ".join(f"{r} (looked for {', '.join(S.ROLES[r])})" for r in missing))
     res.sliding_window = _windows(shrunk)
-    builder = Builder(config_class, model_class, defaults, fixed, kept)
+    builder = Builder(config_class, model_class, defaults, fixed, kept, sub=sub, outer=outer)
     vocab_limit = S.SPECIAL_BASE if "vocab" in shrunk.roles else 100
     try:
         kv = infer_kv(builder, shrunk, vocab_limit)
@@ -99,31 +110,44 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
             res.reason = ("the forward takes no cache argument (neither cache= nor past_key_values=) and returns "
                           "none: there is no KV cache to put a prefix in")
         res.attention_layers = getattr(e, "attention_layers", None)
+        if getattr(e, "model", None) is not None and res.attention_layers:
+            _hybrid_verdict(res, e, vocab_limit)
         return res
     except ProbeError as e:
         res.reason = str(e)
         return res
     except Exception as e:  # noqa: BLE001 - the tiny model does not build or run: say how
+        if _NEEDS_INPUTS.search(str(e)) and _builds(builder, shrunk):
+            # the model builds but its forward refuses token ids alone: a drafter fed by another model's
+            # states, a model that needs a language id or pixels: not a text causal LM a prefix is put into
+            res.status = "n/a"
+            res.reason = (f"the forward does not run on token ids alone, it needs other inputs: {_first_line(e)}; "
+                          f"there is no text-only causal LM to put a prefix in")
+            return res
         res.reason = f"the tiny model does not build or run: {_first_line(e)}"
         res.notes.append(f"tiny config tried: {shrunk.overrides}")
         return res
+    if sub:
+        kv = kv_in_sub_config(kv, sub)
     res.kv = kv
     res.notes.extend(kv.notes)
     if kv.wrapped:
         res.notes.append(f"the cache comes as a {kv.wrapped}; its self-attention part was read")
     argument = "auto" if code_source == "transformers" and kv.container == "transformers_cache" else kv.argument
     heads_value = _value(kv.heads, builder, shrunk)
+    # MLA: V's last dim is its own size (a latent cache); the spec's kv.v_head_dim says which
+    v_differs = kv.v_head_dim != kv.head_dim and _value(kv.v_head_dim, builder, shrunk) != _value(kv.head_dim, builder, shrunk)
     draft = D.make_draft(
         family=model_type, model_types=list(dict.fromkeys(match_types or [model_type])),
         description=f"{class_names[0]} ({code_source}), drafted by prefix-compat probe",
         code_source=code_source, model_class=class_names[0], config_class=class_names[1],
-        config={**kept, **shrunk.overrides, **fixed}, kv=kv, argument=argument,
-        conventions=("extend_2d", "model_continues"), heads_value=heads_value)
-    if kv.v_head_dim != kv.head_dim and _value(kv.v_head_dim, builder, shrunk) != _value(kv.head_dim, builder, shrunk):
+        config=builder.settings(shrunk.overrides), kv=kv, argument=argument,
+        conventions=("extend_2d", "model_continues"), heads_value=heads_value, v_head_dim=v_differs)
+    if v_differs and not spec_knows_v_head_dim():
         res.reason = (f"K and V head dims differ (K {kv.k_shape}, head dim {kv.head_dim}; V {kv.v_shape}, head dim "
-                      f"{kv.v_head_dim}): the spec format has one kv.head_dim, so the prefix cannot be drafted "
-                      f"(issue 9 item 3: separate K and V head sizes)")
-        res.draft, res.yaml = draft, D.to_yaml(draft, [f"NOT VALID: {res.reason}"])
+                      f"{kv.v_head_dim}): the draft carries kv.v_head_dim, which this harness.core.spec does not "
+                      f"know yet (it comes with the MLA support of issue 9 item 3), so it cannot be loaded or measured")
+        res.draft, res.yaml = draft, D.to_yaml(draft, [f"NOT VALID YET: {res.reason}"])
         return res
     model, _ = builder.build(shrunk.overrides)
     try:
@@ -140,6 +164,14 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.status = "ok"
         comments.append("conventions: the first that reproduces the full-context logits (<= 1e-4); all that do: " +
                         ", ".join(f"{t.attention_mask}+{t.position_ids}" for t in passing))
+    elif all(t.error is None for t in res.trials) and _ONE_TOKEN.search(res.trials[0].message):
+        # the model refuses more than one new token behind a cache: prefix tuning's training forward
+        # (P prefix positions, then the whole input) cannot run at all
+        res.status = "n/a"
+        res.reason = (f"the model runs a forward behind a cache on one new token only ({res.trials[0].message}): "
+                      "a prefix cannot be fed with a whole input")
+        res.draft, res.yaml = None, None
+        return res
     else:
         best = min((t for t in res.trials if t.error is not None), key=lambda t: t.error, default=None)
         res.reason = ("no (attention_mask, position_ids) candidate reproduces the full-context logits with a "
@@ -161,11 +193,72 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
     return res
 
 
+# A forward's message when it needs inputs besides token ids (transformers' own wording).
+_NEEDS_INPUTS = re.compile(r"cannot be None|must be (?:provided|passed|given)|set_default_language|pixel_values "
+                           r"(?:is|are) required|requires? (?:pixel_values|input_features|an? \w+ input)")
+
+
+# A model's refusal of several new tokens behind a cache (ProphetNet's wording, and the like).
+_ONE_TOKEN = re.compile(r"only supported for \S+ of length 1|one (?:new )?token at a time", re.I)
+
+
+def _builds(builder, shrunk) -> bool:
+    try:
+        builder.build(shrunk.overrides)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _hybrid_verdict(res: ProbeResult, e, vocab_limit: int) -> None:
+    """A hybrid: measure a real-token prefix on its attention layers alone (recurrent state empty).
+    The verdict stays n/a with the measurement as its reason unless that reproduces the logits, which
+    the spec format cannot express yet (a note says what it would take)."""
+    trial = measure_hybrid(e.model, e.attention_layers, vocab_limit)
+    res.hybrid = trial
+    where = f"attention K/V in cache layers {e.attention_layers} of {e.total_layers}"
+    if trial.passed:
+        res.reason = (f"hybrid: {where}; a real-token prefix on those layers alone reproduces the full-context "
+                      f"logits ({trial.message}), but specs cannot yet name the attention layers (kv.attention_layers) "
+                      f"for the attention_layers container")
+        return
+    whole = ("the model continues its own full cache (recurrent state included)" if trial.whole is not None and
+             trial.whole <= P.TOLERANCE else "even its own full cache does not continue exactly")
+    res.reason = (f"{str(e).split(';')[0]}, which a K/V prefix cannot set: a real-token prefix on the attention K/V "
+                  f"alone does not reproduce the full-context logits (measured: {trial.message}; {whole})")
+
+
+def kv_in_sub_config(kv, sub: str):
+    """The inference with every attribute named from the top-level config (``text_config.head_dim``)."""
+    import dataclasses
+
+    from harness.core.expr import ConfigExpr
+
+    def dotted(text):
+        if isinstance(text, int):
+            return text
+        e = ConfigExpr.parse(text)
+        name = {t: f"{sub}.{t}" for t in e.names()}
+        out = name.get(e.a, e.a) + (f" {e.op} {name.get(e.b, e.b)}" if e.op else "")
+        return out + (f" if {name[e.flag]}" if e.flag else "")
+
+    fields = ("layers", "heads", "head_dim", "v_head_dim")
+    return dataclasses.replace(kv, **{f: [dotted(x) for x in getattr(kv, f)] for f in fields},
+                               inserts=tuple(f"{sub}.{a}" for a in kv.inserts))
+
+
+def spec_knows_v_head_dim() -> bool:
+    """Whether the installed spec format has kv.v_head_dim (K and V of different head dims)."""
+    from harness.core.spec import KVSpec
+
+    return "v_head_dim" in getattr(KVSpec, "__dataclass_fields__", {})
+
+
 def _value(exprs, builder, shrunk) -> int | None:
     from harness.core.expr import ConfigExpr, first_applicable
 
     try:
-        cfg = builder.config_class(**{**builder.base, **shrunk.overrides, **builder.fixed})
+        cfg = builder.config_class(**builder.settings(shrunk.overrides))
         return first_applicable(tuple(ConfigExpr.parse(x) for x in exprs), cfg)
     except Exception:  # noqa: BLE001
         return None
@@ -217,6 +310,18 @@ def probe_model_type(model_type: str) -> ProbeResult:
         if res.yaml:
             res.yaml = f"# note: {note}\n" + res.yaml
     return res
+
+
+def probe_build(build: dict, *, target: str, model_type: str) -> ProbeResult:
+    """Probe the classes of a spec's ``build`` section (a mapping as written in the YAML: code_source,
+    class, config_class, config), its config's non-size settings kept: how the probe is checked
+    against the hand-written specs of model_specs/ (tests/test_probe_rediscovers.py)."""
+    from harness.core.models import resolve_class
+
+    source = build["code_source"]
+    classes = (resolve_class(source, build["config_class"]), resolve_class(source, build["class"]))
+    return probe_classes(*classes, target=target, model_type=model_type, code_source=source,
+                         class_names=(build["class"], build["config_class"]), config_json=dict(build["config"]))
 
 
 # Remote-code settings that select kernels or half precision: a CPU float32 probe turns them off.

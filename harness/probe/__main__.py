@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     for t in result.trials:
         print(f"  conventions {t.attention_mask} + {t.position_ids}: {t.message}"
               f"{' (reproduces)' if t.passed else ''}", file=sys.stderr)
+    if result.hybrid is not None:
+        print(f"  hybrid, measured: {result.hybrid.message}", file=sys.stderr)
     return EXIT[result.status]
 
 

@@ -27,7 +27,9 @@ def _expr(items: list):
 
 def make_draft(*, family: str, model_types: list[str], description: str, code_source: str, model_class: str,
                config_class: str, config: dict, kv, argument: str, conventions: tuple[str, str],
-               heads_value: int, remote: dict | None = None, config_has: list | None = None) -> dict:
+               heads_value: int, remote: dict | None = None, config_has: list | None = None,
+               v_head_dim: bool = False) -> dict:
+    """``v_head_dim``: V's last dim differs from K's (MLA latent caches): write kv.v_head_dim too."""
     draft = {
         "family": family,
         "description": description,
@@ -39,9 +41,13 @@ def make_draft(*, family: str, model_types: list[str], description: str, code_so
         draft["remote"] = remote
     draft["kv"] = {"layout": list(kv.layout), "concat_axis": kv.concat_axis, "layers": _expr(kv.layers),
                    "heads": _expr(kv.heads), "head_dim": _expr(kv.head_dim)}
+    if v_head_dim:
+        draft["kv"]["v_head_dim"] = _expr(kv.v_head_dim)
     draft["cache"] = {"container": kv.container, "argument": argument}
     draft["conventions"] = {"attention_mask": conventions[0], "position_ids": conventions[1]}
     draft["inputs"] = {"vocab_limit": S.SPECIAL_BASE}  # special token ids sit at 240..255
+    if getattr(kv, "inserts", ()):  # tokens the model's code looks for in every row
+        draft["inputs"].update(insert_tokens=list(kv.inserts), insert_at=kv.insert_at)
     draft["matrix"] = {"num_virtual_tokens": num_virtual_tokens(heads_value)}
     return draft
 

@@ -31,9 +31,10 @@ class NotApplicable(RuntimeError):
 class Hybrid(NotApplicable):
     """Some layers cache attention K/V, others recurrent state: which are which is recorded."""
 
-    def __init__(self, message: str, attention_layers: list, total_layers: int, layer_kinds: list):
+    def __init__(self, message: str, attention_layers: list, total_layers: int, layer_kinds: list, model=None):
         super().__init__(message)
         self.attention_layers, self.total_layers, self.layer_kinds = attention_layers, total_layers, layer_kinds
+        self.model = model  # the tiny model, for measuring a prefix on the attention layers alone
 
 
 @dataclass
@@ -46,9 +47,32 @@ class Builder:
     defaults: dict
     fixed: dict = field(default_factory=dict)  # settings every build needs (remote code: fp32...)
     base: dict = field(default_factory=dict)  # a config.json's non-size settings, under the overrides
+    # token ids every input row must hold (ChatGLM-6B: [gMASK] <bos>), as config attribute names,
+    # inserted at ``insert_at`` of each row; found by _needs_tokens when a plain run fails
+    inserts: tuple = ()
+    insert_at: int = 0
+    # a composite config (multimodal): the sizes varied live in this sub-config (text_config), the
+    # overrides are its settings, and ``outer`` the tiny settings of the rest (other sub-configs shrunk)
+    sub: str | None = None
+    outer: dict = field(default_factory=dict)
+
+    def run(self, model, batch: int, seq: int, vocab_limit: int, seed: int = 0):
+        """One forward with a cache on random rows that hold the required tokens."""
+        ids = [getattr(self.sizes_of(model.config), a) for a in self.inserts]
+        return run_forward(model, batch, seq, vocab_limit, seed, ids, self.insert_at)
+
+    def settings(self, overrides: dict) -> dict:
+        """The config's keyword arguments for these (sub-config) overrides."""
+        if self.sub:
+            return {**self.base, **self.outer, self.sub: overrides, **self.fixed}
+        return {**self.base, **overrides, **self.fixed}
+
+    def sizes_of(self, config):
+        """The config object the sizes are read from: the sub-config of a composite one."""
+        return getattr(config, self.sub) if self.sub else config
 
     def build(self, overrides: dict, seed: int = 0):
-        config = self.config_class(**{**self.base, **overrides, **self.fixed})
+        config = self.config_class(**self.settings(overrides))
         torch.manual_seed(seed)
         model = self.model_class(config)
         return model.float().eval(), config
@@ -65,17 +89,22 @@ class Observation:
     wrapped: str | None = None  # e.g. EncoderDecoderCache: the self-attention cache inside was read
 
 
-def run_forward(model, batch: int, seq: int, vocab_limit: int, seed: int = 0):
+def run_forward(model, batch: int, seq: int, vocab_limit: int, seed: int = 0, inserts=(), insert_at: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, vocab_limit, (batch, seq), generator=gen)
+    ids = torch.randint(0, vocab_limit, (batch, seq), generator=gen)  # [batch, seq]
+    if inserts:  # the same tokens at the same place of every row (harness.core.inputs does the same)
+        at = insert_at if insert_at >= 0 else seq + insert_at
+        ids[:, at:at + len(inserts)] = torch.tensor(inserts)
     mask = torch.ones_like(ids)
     with torch.no_grad():
         try:
             return model(input_ids=ids, attention_mask=mask, use_cache=True)
-        except TypeError as e:  # a forward without attention_mask (rare): try without
-            if "attention_mask" not in str(e):
-                raise
-            return model(input_ids=ids, use_cache=True)
+        except Exception as e:  # noqa: BLE001 - a forward without attention_mask, or one that takes only
+            # its own mask form (ChatGLM-6B: 4-D boolean): the cache's shapes need no mask, so run without
+            try:
+                return model(input_ids=ids, use_cache=True)
+            except Exception:  # noqa: BLE001 - not the mask: the first error says what is wrong
+                raise e from None
 
 
 def returned(outputs):
@@ -162,6 +191,8 @@ class KVInference:
     v_shape: tuple
     notes: list = field(default_factory=list)
     wrapped: str | None = None
+    inserts: tuple = ()  # token attributes every row must hold (inputs.insert_tokens), and where
+    insert_at: int = 0
 
 
 def _repairs(shrunk: S.Shrunk):
@@ -173,7 +204,14 @@ def _repairs(shrunk: S.Shrunk):
         o = S.merged(o, **{r["kv_heads"]: o[r["heads"]]})
         done.append(f"{r['kv_heads']} = {r['heads']}")
         yield ", ".join(done), o, layers
-    per_tok = [k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "experts_per_token") if k in o]
+    unset = {k: v for names, v in S.EXPERTS.items() for k in names if k in o or shrunk.defaults.get(k, 0) is None}
+    unset = {k: v for k, v in unset.items() if k not in o}
+    if unset:  # expert counts the class leaves None although its code builds experts (MoE by construction)
+        o = S.merged(o, **unset)
+        done.append(f"experts set ({', '.join(unset)})")
+        yield ", ".join(done), o, layers
+    per_tok = [k for k in ("num_experts_per_tok", "moe_topk", "moe_k", "experts_per_token", "num_experts_per_token")
+               if k in o]
     if per_tok:
         o = S.merged(o, **{k: 1 for k in per_tok})
         done.append("1 expert per token")
@@ -193,7 +231,7 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
     that builds only at its class-default sizes still gives the n/a / hybrid verdict."""
     try:
         model, _ = builder.build(shrunk.overrides)
-        return model, observe(run_forward(model, BATCH, SEQ, vocab_limit))
+        return model, observe(builder.run(model, BATCH, SEQ, vocab_limit))
     except NotApplicable:
         raise
     except Exception as e:  # noqa: BLE001
@@ -201,10 +239,23 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
         if "only contain LinearAttention layers" in str(e):  # transformers' cache: no attention layer at all
             raise NotApplicable(f"no layer of the model caches attention K/V ({' '.join(str(e).split())[:200]})") from None
     why = f"{type(first).__name__}: {' '.join(str(first).split())[:160]}"
+    for inserts, at in _token_rules(shrunk):
+        builder.inserts, builder.insert_at = inserts, at
+        try:
+            model, _ = builder.build(shrunk.overrides)
+            ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
+        except NotApplicable:
+            raise
+        except Exception:  # noqa: BLE001 - not these tokens: try the next rule
+            continue
+        notes.append(f"every input row must hold {list(inserts)} at index {at} (inputs.insert_tokens): random "
+                     f"rows failed ({why})")
+        return model, ob
+    builder.inserts, builder.insert_at = (), 0
     for what, overrides, layers in _repairs(shrunk):
         try:
             model, _ = builder.build(overrides)
-            ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+            ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
         except NotApplicable:
             raise
         except Exception:  # noqa: BLE001 - try the next repair
@@ -223,7 +274,7 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
         raise first from None
     try:
         model, _ = builder.build(minimal)
-        ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+        ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
     except NotApplicable:
         raise
     except Exception:  # noqa: BLE001
@@ -233,6 +284,39 @@ def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: lis
                          f"large to vary one at a time")
     raise NotApplicable(f"the {ob.cache_type} returned holds no attention K/V in any layer (class-default sizes; "
                         f"the tiny config failed: {why})")
+
+
+def _holds_state(layer) -> bool:
+    """A cache layer that keeps recurrent / convolution state (transformers' linear-attention layers)."""
+    flags = ("is_conv_states_initialized", "is_recurrent_states_initialized")  # per state index, after a forward
+    return any(any((getattr(layer, a, None) or {}).values()) for a in flags)
+
+
+def _state_beside_layers(cache) -> list[str]:
+    """Attributes of a cache object other than its K/V layers that hold tensors (recurrent state)."""
+    def has_tensor(v, depth=0):
+        if isinstance(v, torch.Tensor):
+            return v.numel() > 0
+        if isinstance(v, (list, tuple)) and depth < 2:
+            return any(has_tensor(x, depth + 1) for x in v)
+        return False
+
+    if not hasattr(cache, "__dict__") or isinstance(cache, (tuple, list)):
+        return []
+    return [n for n, v in vars(cache).items() if n not in ("layers", "key_cache", "value_cache") and has_tensor(v)]
+
+
+def _token_rules(shrunk: S.Shrunk):
+    """(token attributes, index) for models whose code looks for special tokens in every row (a
+    GLM-style [gMASK] <bos> marking where generation starts): each mask-like token id, followed by
+    <bos> where the config has one, at the start of the row or at its end."""
+    ids = [a for a, v in shrunk.overrides.items() if a.endswith("_token_id") and isinstance(v, int)]
+    masks = sorted(a for a in ids if "mask" in a)  # gmask_token_id before mask_token_id
+    bos = ["bos_token_id"] if "bos_token_id" in ids else []
+    for m in masks:
+        for tokens in ([m, *bos], [m]):
+            for at in (0, -len(tokens)):
+                yield tuple(tokens), at
 
 
 def _default_params(shrunk: S.Shrunk) -> float:
@@ -284,7 +368,7 @@ def _int(v) -> bool:
 
 # Recurrent sizes tied to the hidden size (Mamba-2: heads * head dim == expand * hidden; Zamba-2's
 # attention width is 2 * hidden): they follow a hidden-size change, so only the attention axes move.
-_HIDDEN_FOLLOWERS = ("mamba_n_heads", "n_mamba_heads", "mamba_num_heads", "attention_hidden_size")
+_HIDDEN_FOLLOWERS = ("mamba_n_heads", "n_mamba_heads", "mamba_num_heads", "attention_hidden_size", "mamba_d_ssm")
 
 
 def _follow_hidden(base: dict, factor: float) -> dict:
@@ -303,19 +387,30 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
     model, base = _build_base(builder, shrunk, vocab_limit, notes)
     attn = [i for i, k in enumerate(base.keys) if k is not None]
     if not attn:
-        kinds = sorted({type(x).__name__ for x in getattr(returned(run_forward(model, BATCH, SEQ, vocab_limit)), "layers", [])})
+        kinds = sorted({type(x).__name__ for x in getattr(returned(builder.run(model, BATCH, SEQ, vocab_limit)), "layers", [])})
         raise NotApplicable(f"the {base.cache_type} returned holds no attention K/V in any layer"
                             + (f" (its layers: {', '.join(kinds)})" if kinds else "") + ": recurrent state only")
     if len(attn) < len(base.keys):
-        kinds = [type(x).__name__ for x in getattr(returned(run_forward(model, BATCH, SEQ, vocab_limit)), "layers", [])]
+        kinds = [type(x).__name__ for x in getattr(returned(builder.run(model, BATCH, SEQ, vocab_limit)), "layers", [])]
         others = sorted({kinds[i] for i in range(len(kinds)) if i not in attn}) if kinds else []
         if others and set(others) <= {kinds[i] for i in attn}:  # same layer class, just unfilled: not recurrent
             raise ProbeError(f"the {base.cache_type} has {len(base.keys)} layers but only {attn} hold K/V, and the "
                              f"empty ones are the same {', '.join(others)}: a layer count not recognised")
         raise Hybrid(f"hybrid: attention K/V in cache layers {attn} of {len(base.keys)}, the others hold "
                      f"{', '.join(others) or 'no K/V'} (recurrent / state-space state); a prefix on the attention "
-                     f"layers alone needs a container that fills only those layers and leaves the recurrent state "
-                     f"empty, which harness/core/containers does not have, so it is not measured", attn, len(base.keys), kinds)
+                     f"layers alone leaves the recurrent state empty", attn, len(base.keys), kinds, model)
+    cache_obj = returned(builder.run(model, BATCH, SEQ, vocab_limit))
+    layer_objs = getattr(cache_obj, "layers", None) or []
+    stateful = [i for i, x in enumerate(layer_objs) if _holds_state(x)]
+    extra = _state_beside_layers(cache_obj)
+    if extra:  # a cache class that keeps recurrent state in its own attribute (MiniMax: linear_cache)
+        raise Hybrid(f"hybrid: the {base.cache_type} keeps state beside its {len(base.keys)} K/V layers ({', '.join(extra)}: "
+                     f"recurrent / linear-attention layers); a prefix on the attention K/V alone leaves that state "
+                     f"empty", attn, len(base.keys), [type(x).__name__ for x in layer_objs], model)
+    if stateful:  # every layer caches K/V, but some also carry recurrent state (attention and SSM side by side)
+        raise Hybrid(f"hybrid: cache layers {stateful} of {len(base.keys)} ({type(layer_objs[stateful[0]]).__name__}) "
+                     f"hold recurrent / state-space state beside attention K/V; a prefix on the attention K/V alone "
+                     f"leaves that state empty", attn, len(base.keys), [type(x).__name__ for x in layer_objs], model)
     k0, v0 = base.keys[attn[0]], base.values[attn[0]]
     if len(k0) != 4 or len(v0) != 4:
         raise ProbeError(f"one layer's K is {len(k0)}-D {k0} and V {len(v0)}-D {v0}; the spec format "
@@ -328,12 +423,12 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
     shapes: dict[str, tuple] = {}  # variation -> (keys list, values list) or an error string
     errors: dict[str, str] = {}
     for name, batch, seq in (("batch", NEW_BATCH, SEQ), ("seq", BATCH, NEW_SEQ)):
-        ob = observe(run_forward(model, batch, seq, vocab_limit))
+        ob = observe(builder.run(model, batch, seq, vocab_limit))
         shapes[name] = (ob.keys, ob.values)
     for name, overrides in _variations(shrunk):
         try:
             m, _ = builder.build(overrides)
-            ob = observe(run_forward(m, BATCH, SEQ, vocab_limit))
+            ob = observe(builder.run(m, BATCH, SEQ, vocab_limit))
             shapes[name] = (ob.keys, ob.values)
         except Exception as e:  # noqa: BLE001 - a variation the code rejects tells nothing; say so
             errors[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
@@ -374,7 +469,7 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
     axes = [""] * 4
     axes[b], axes[s], axes[h], axes[d] = "b", "s", "h", "d"
 
-    cfg = model.config
+    cfg = builder.sizes_of(model.config)
     r = shrunk.roles
     heads = _heads_expr(k0[h], h, r, cfg, moves, notes)
     head_dim = _head_dim_expr(k0[d], d, 0, r, cfg, moves, head_vars, errors)
@@ -388,7 +483,8 @@ def infer_kv(builder: Builder, shrunk: S.Shrunk, vocab_limit: int) -> KVInferenc
         notes.append("variations the code rejected (no evidence from them): " +
                      "; ".join(f"{k}: {v}" for k, v in errors.items()))
     return KVInference(axes, "s", layers, heads, head_dim, v_head_dim, base.container, cache_argument(model),
-                       base.cache_type, attn, len(base.keys), k0, v0, notes, base.wrapped)
+                       base.cache_type, attn, len(base.keys), k0, v0, notes, base.wrapped,
+                       builder.inserts, builder.insert_at)
 
 
 FLAG_WORDS = ("multi_query", "mqa", "gqa", "group")
@@ -405,7 +501,8 @@ def _flagged(heads, value, h, builder, shrunk, vocab_limit, notes) -> list:
             continue
         try:
             model, cfg = builder.build(S.merged(shrunk.overrides, **{name: False}))
-            ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+            cfg = builder.sizes_of(cfg)
+            ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
             k = next(k for k in ob.keys if k is not None)
         except Exception:  # noqa: BLE001 - off may need the KV heads equal to the heads: try that once
             kv, hs = shrunk.roles.get("kv_heads"), shrunk.roles.get("heads")
@@ -413,7 +510,8 @@ def _flagged(heads, value, h, builder, shrunk, vocab_limit, notes) -> list:
                 continue
             try:
                 model, cfg = builder.build(S.merged(shrunk.overrides, **{name: False, kv: shrunk.overrides[hs]}))
-                ob = observe(run_forward(model, BATCH, SEQ, vocab_limit))
+                cfg = builder.sizes_of(cfg)
+                ob = observe(builder.run(model, BATCH, SEQ, vocab_limit))
                 k = next(k for k in ob.keys if k is not None)
             except Exception:  # noqa: BLE001 - the flag cannot be turned off: no evidence either way
                 continue
@@ -485,5 +583,10 @@ def _layers_expr(base, attn, roles, cfg, shapes, notes) -> list:
     more = sum(k is not None for k in shapes["layers"][0])
     if len(attn) == n and len(base.keys) == n and more == n + 1:
         return [attr]
+    per = len(attn) // n if n else 0
+    if per > 1 and len(attn) == len(base.keys) == per * n and more == per * (n + 1):
+        # several attention blocks per layer, each with its own cache entry (LongCat-Flash: two)
+        notes.append(f"the cache holds {per} K/V entries per layer ({attr}={n} -> {len(attn)}, {n + 1} -> {more})")
+        return [f"{attr} * {per}"]
     raise ProbeError(f"the cache holds K/V for layers {attr}={n} -> {len(attn)} of {len(base.keys)} entries, "
                      f"{attr}={n + 1} -> {more}: not one K/V pair per layer")

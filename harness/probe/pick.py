@@ -97,3 +97,61 @@ def pick_conventions(model, draft: dict, num_virtual_tokens: int) -> list[Trial]
                 first = str(e).splitlines()[0][:200] if str(e) else ""
                 trials.append(Trial(mask, pos, None, f"{type(e).__name__}: {first}"))
     return trials
+
+
+# ----------------------------------------------------------------------------- hybrids
+@dataclass
+class HybridTrial:
+    """A real-token prefix planted on the attention layers alone of a hybrid model (recurrent state
+    empty), against the full-context logits; ``whole`` is the same with the prefix run's entire cache
+    (recurrent state included), the control that the model continues a cache at all; ``alone`` the
+    input without any prefix."""
+
+    attention_only: float | None
+    whole: float | None
+    alone: float | None
+    message: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return (self.attention_only is not None and self.attention_only <= TOLERANCE
+                and (self.alone or 0.0) > TOLERANCE)
+
+
+def measure_attention_only(model, attention_layers: list, vocab_limit: int, p: int = 3, n: int = 7,
+                           seed: int = 0) -> HybridTrial:
+    """One sequence: logits of [prefix; input] vs the input behind the prefix's K/V on the attention
+    layers only (harness/core/containers/attention_layers.py), positions continuing after the prefix."""
+    from harness.core.containers import attention_layers as hybrid
+    from harness.core.containers import cache_argument, returned_cache
+
+    gen = torch.Generator().manual_seed(seed)
+    prefix = torch.randint(0, vocab_limit, (1, p), generator=gen)  # [1, P]
+    ids = torch.randint(0, vocab_limit, (1, n), generator=gen)  # [1, L]
+    arg = cache_argument(model)
+    ones = torch.ones(1, p + n, dtype=torch.long)
+    positions = torch.arange(p, p + n).unsqueeze(0)  # [1, L]: the input continues after the prefix
+    errors: dict = {}
+    with torch.no_grad():
+        want = model(input_ids=torch.cat((prefix, ids), 1), attention_mask=ones, use_cache=True).logits[:, p:]
+
+        def behind(cache):
+            return model(input_ids=ids, attention_mask=ones, position_ids=positions, use_cache=True,
+                         **{arg: cache}).logits
+
+        def fresh():
+            return returned_cache(model(input_ids=prefix, attention_mask=ones[:, :p], use_cache=True))
+
+        for name, run in (("attention_only", lambda: behind(hybrid.pack(
+                              [(fresh().layers[i].keys, fresh().layers[i].values) for i in attention_layers],
+                              model.config, attention_layers))),
+                          ("whole", lambda: behind(fresh())),
+                          ("alone", lambda: model(input_ids=ids, attention_mask=ones[:, p:], use_cache=True).logits)):
+            try:
+                errors[name] = relative_error(run(), want, ones[:, p:])
+            except Exception as e:  # noqa: BLE001 - the model refuses such a cache: a measured "no"
+                errors[name] = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+    floats = {k: v for k, v in errors.items() if isinstance(v, float)}
+    msg = ", ".join(f"{k.replace('_', ' ')}: " + (f"relative error {v:.2e}" if isinstance(v, float) else v)
+                    for k, v in errors.items())
+    return HybridTrial(floats.get("attention_only"), floats.get("whole"), floats.get("alone"), msg)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 ROLES = {
     "hidden": ("hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "hidden_dim", "model_dim", "dim"),
     "layers": ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "num_decoder_layers"),
-    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads", "attention_heads"),
+    "heads": ("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads", "attention_heads",
+              "num_decoder_attention_heads"),
     "kv_heads": ("num_key_value_heads", "num_kv_heads", "n_head_kv", "multi_query_group_num", "n_kv_heads",
                  "num_kv_groups", "kv_heads", "num_key_value_groups"),
     "head_dim": ("head_dim", "kv_channels", "attention_head_dim", "d_head", "head_size", "d_kv", "dim_head"),
@@ -26,10 +27,13 @@ ROLES = {
 # Sizes that have no cache axis of their own: set tiny so the model builds fast, never varied.
 INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", "d_ff", "decoder_ffn_dim",
                 "moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size",
-                "mlp_dim", "inner_dim", "ffn_intermediate_size", "dense_intermediate_size")
+                "mlp_dim", "inner_dim", "ffn_intermediate_size", "dense_intermediate_size", "expert_ffn_hidden_size")
+# KV shared by the last N layers (Gemma 3n): the tiny model has too few layers to share any
+NO_SHARING = ("num_kv_shared_layers",)
 EXPERTS = {("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"): 4,
-           ("num_experts_per_tok", "moe_topk", "moe_k", "num_selected_experts", "experts_per_token"): 2,
-           ("n_shared_experts", "num_shared_experts"): 1, ("n_group", "topk_group"): 1,
+           ("num_experts_per_tok", "moe_topk", "moe_k", "num_selected_experts", "experts_per_token",
+            "num_experts_per_token"): 2,
+           ("n_shared_experts", "num_shared_experts"): 1, ("n_group", "topk_group", "num_expert_group"): 1,
            ("first_k_dense_replace",): 1}
 # Multi-head latent attention (DeepSeek-V2/V3 and descendants): what their cache slots are sized by.
 LATENT = {"kv_lora_rank": 24, "q_lora_rank": 40, "qk_rope_head_dim": 8, "qk_nope_head_dim": 16, "v_head_dim": 12}
@@ -41,7 +45,7 @@ RECURRENT = {"mamba_n_heads": 8, "n_mamba_heads": 8, "mamba_num_heads": 8, "mamb
              "mamba_headdim": 16, "mamba_expand": 2, "mamba_d_state": 16, "ssm_state_size": 16, "state_size": 16,
              "mamba_n_groups": 1, "n_groups": 1, "linear_num_heads": 4, "linear_head_dim": 16,
              "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_key_head_dim": 16,
-             "linear_value_head_dim": 16, "attention_head_dim": 32}
+             "linear_value_head_dim": 16, "attention_head_dim": 32, "mamba_d_ssm": 128}
 # partial rotary: at most the tiny head dim's half (GPT-J / CodeGen default 64 > head dim 16)
 ROTARY = {"rotary_dim": 8}
 LAYER_INDEX_LISTS = ("_layer_indices", "_idxs", "_layer_ids", "_layers_idx")
@@ -71,6 +75,20 @@ class Shrunk:
     n_layers: int = LAYERS  # KV heads had to equal heads for the tiny model to run
 
 
+# Where composite (multimodal) configs keep the language model, most common first.
+TEXT_SUB_CONFIGS = ("text_config", "language_config", "llm_config", "text_model_config", "decoder_config")
+
+
+def text_sub_config(defaults: dict, nested: list) -> str | None:
+    """The sub-config whose sizes the cache follows: a known text sub-config name, else the only
+    nested config with a vocabulary (the one that embeds tokens)."""
+    for name in TEXT_SUB_CONFIGS:
+        if name in nested:
+            return name
+    with_vocab = [k for k in nested if any(v in defaults[k] for v in ROLES["vocab"])]
+    return with_vocab[0] if len(with_vocab) == 1 else None
+
+
 def defaults_of(config_class) -> dict:
     """The class defaults as a dict, sub-configs as nested dicts."""
     return config_class().to_dict()
@@ -85,8 +103,9 @@ def _resize_pattern(value, old_n: int, new_n: int):
     distinct entry when it fits (e.g. both 'sliding_attention' and 'full_attention')."""
     items = list(value)
     distinct = list(dict.fromkeys(items))
-    out = (distinct + items)[:new_n] if len(distinct) <= new_n else items[:new_n]
-    out += [items[-1]] * (new_n - len(out))
+    # cycle the kinds: with 4 layers each of 2 kinds appears twice (Zamba ties its shared attention
+    # block across the attention layers, so it needs two of them)
+    out = [distinct[i % len(distinct)] for i in range(new_n)] if len(distinct) <= new_n else items[:new_n]
     return "".join(out) if isinstance(value, str) else out
 
 
@@ -122,9 +141,17 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
                 out[name] = value
             elif name in defaults and defaults[name] is None and has_experts and value == 2:
                 out[name] = value  # experts per token left unset (None) beside a set expert count
+    for name in NO_SHARING:
+        if _is_int(defaults.get(name)):
+            out[name] = 0
+    for name, value in defaults.items():  # other vocabularies (byte-group hash tables...): tiny too
+        if "vocab" in name and _is_int(value) and value > VOCAB and name not in out:
+            out[name] = VOCAB
     for name, value in LATENT.items():
         if _is_int(defaults.get(name)) and defaults[name] > 0:
             out[name] = value
+    if _is_int(defaults.get("qk_head_dim")) and "qk_nope_head_dim" in out and "qk_rope_head_dim" in out:
+        out["qk_head_dim"] = out["qk_nope_head_dim"] + out["qk_rope_head_dim"]  # stored, not derived (Kimi)
     ties: dict = {}
     for name in ROLES["head_dim"]:  # MLA: the rotary head dim is one of the latent sizes; keep it tied
         tied = [a for a in LATENT if a in out and defaults.get(name) == defaults.get(a)]

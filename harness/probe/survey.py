@@ -19,12 +19,17 @@ MARKER = "<!-- survey: written by python -m harness.probe.survey -->"
 
 # reason -> group, first match wins (patterns over the probe's own messages)
 GROUPS = [
-    (r"^hybrid", "hybrid: attention and recurrent layers (no container fills attention layers only)"),
+    (r"^hybrid", "hybrid: recurrent / state-space state a K/V prefix cannot set (measured: K/V on the attention "
+                 "layers alone miss the full-context logits)"),
+    (r"needs other inputs", "the forward needs inputs besides token ids"),
+    (r"one new token only", "continues a cache on one new token only"),
     (r"no attention K/V|returns no cache|holds no \(k, v\)|no per-layer keys|no layer of the model caches|takes no cache",
      "no attention KV cache"),
     (r"^not a causal LM", "not a causal LM"),
-    (r"K and V head dims differ", "K and V head dims differ (MLA latent cache; issue 9 item 3)"),
-    (r"sub-config", "sizes in a sub-config (composite config; expressions name top-level attributes only)"),
+    (r"K and V head dims differ", "K and V head dims differ: the draft's kv.v_head_dim needs the spec format's MLA support"),
+    (r"sub-config", "composite config: no sub-config is the language model's"),
+    (r"update_indexer|store_compression_weights", "cache layers hold more than K/V (an indexer key cache or "
+                                                  "compression state the prefix would have to fill too)"),
     (r"no \(attention_mask, position_ids\) candidate", "no mask/position convention reproduces the logits"),
     (r"time limit", "over the time limit"),
     (r"does not build or run:? \(?(\w+)", "tiny model does not build or run: {0}"),
@@ -102,8 +107,9 @@ def markdown(rows: dict, versions: str, timeout: float) -> str:
         f"`python -m harness.probe.survey` over every model type in `MODEL_FOR_CAUSAL_LM_MAPPING_NAMES` ({versions}), "
         f"in a pool of worker processes, each type under a {timeout:.0f} s limit. `ok`: kv and cache inferred and a mask/position "
         "convention measured to reproduce the full-context logits (relative error <= 1e-4, float32) with a "
-        "real-token prefix; `n/a`: no attention KV cache to put a prefix in (or a hybrid whose attention layers "
-        "alone cannot be filled yet); `probe-failed`: what blocked it is in the group name.", "",
+        "real-token prefix; `n/a`: no attention KV cache to put a prefix in, not a causal LM, a forward that needs other "
+        "inputs, or a hybrid whose recurrent state a K/V prefix cannot set (measured); `probe-failed`: what blocked it "
+        "is in the group name.", "",
         "| status | model types | share |", "|---|---:|---:|",
     ]
     for status in ("ok", "n/a", "probe-failed"):
