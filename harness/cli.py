@@ -23,10 +23,12 @@ def cmd_validate(args) -> int:
             except SpecError as e:
                 errors.append(e)
                 continue
-            measured = f"; built: {m['params']:,} parameters, K {tuple(m['k_shape'])}, V {tuple(m['v_shape'])}"
+            measured = (f"; measured: {m['summary']}" if spec.not_applicable else
+                        f"; built: {m['params']:,} parameters, K {tuple(m['k_shape'])}, V {tuple(m['v_shape'])}")
         else:
             measured = ""
-        print(f"ok: {spec.path} ({spec.family}, {spec.kv.layout}, concat dim {spec.kv.concat_dim}{measured})")
+        shape = "not applicable" if spec.not_applicable else f"{spec.kv.layout}, concat dim {spec.kv.concat_dim}"
+        print(f"ok: {spec.path} ({spec.family}, {shape}{measured})")
         loaded.append(spec)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
