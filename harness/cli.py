@@ -86,12 +86,15 @@ def _run_dir(results_dir: str, given: str | None) -> Path:
 
 def cmd_report(args) -> int:
     from harness.reporting.report import table
+    from harness.reporting.sweeps import sweep_table
 
     runs = [_run_dir(args.results_dir, r) for r in args.runs] if args.runs else [_run_dir(args.results_dir, None)]
     if len(runs) > 1 and not args.pivot:
         raise CliError("several runs make one table only with --pivot (e.g. --pivot transformers)")
+    if args.sweep and (len(runs) > 1 or args.format != "md"):
+        raise CliError("--sweep makes the Markdown table of one sweep run")
     try:
-        text = table(runs, args.format, args.pivot)
+        text = sweep_table(runs[0]) if args.sweep else table(runs, args.format, args.pivot)
     except ValueError as e:
         raise CliError(str(e)) from None
     if args.output:
@@ -169,9 +172,14 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["probe"]:  # its own options (python -m harness.probe --help)
         return cmd_probe(argparse.Namespace(probe_args=argv[1:]))
+    if argv[:1] == ["sweep"]:  # its own options (prefix-compat sweep --help)
+        from harness.probe.sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     parser = argparse.ArgumentParser(prog="prefix-compat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("probe", help="draft a spec for a model type or a remote-code folder (prefix-compat probe --help)")
+    sub.add_parser("sweep", help="probe + checks over every causal-LM model type, one run (prefix-compat sweep --help)")
     p = sub.add_parser("validate", help="check spec files; exit 2 with file/field/fix messages when bad")
     p.add_argument("paths", nargs="*", help="spec files or folders (default: model_specs/)")
     p.add_argument("--no-build", action="store_true", help="only read the files (skip building each tiny model)")
@@ -181,6 +189,7 @@ def main(argv=None) -> int:
     p.add_argument("--pivot", choices=("transformers", "peft", "torch", "device", "dtype"),
                    help="one table across runs, a row per model and value of this")
     p.add_argument("--format", choices=("md", "html"), default="md")
+    p.add_argument("--sweep", action="store_true", help="the sweep table of a sweep run: a line per model type")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--results-dir", default="results")
     p.set_defaults(func=cmd_report)
