@@ -32,7 +32,6 @@ PROBE_CHECK = "probe"  # the check name of a type's probe row
 SWEEP_ADAPTERS = ("harness", "peft")
 # probe status -> row status: the results store's statuses (probe-failed is an error: nothing measured)
 PROBE_STATUS = {"ok": "pass", "n/a": "n/a", "probe-failed": "error"}
-GRACE_S = 60  # a worker silent this long past a step's own limit is stuck in C code: killed
 
 
 @dataclass
@@ -47,6 +46,8 @@ class SweepSettings:
     cell_timeout: float = 180.0
     jobs: int = 2
     per_worker: int = 4  # model types per worker process before a fresh one (leaks and state stay contained)
+    grace: float = 60.0  # a worker still on a step this long past the step's own limit is stuck in C code: killed
+    probe: str = "harness.probe:probe_model_type"  # module:function, model type -> ProbeResult
 
 
 def spec_name(model_type: str) -> str:
@@ -128,8 +129,10 @@ def _limited(seconds: float, fn, *args):
 
 def _probe(model_type: str, settings: SweepSettings, versions: dict):
     """(probe row, ProbeResult or None)."""
-    from . import probe_model_type
+    import importlib
 
+    module, _, function = settings.probe.partition(":")
+    probe_model_type = getattr(importlib.import_module(module), function)
     start = time.time()
     try:
         r = _limited(settings.probe_timeout, probe_model_type, model_type)
@@ -345,7 +348,7 @@ def execute(types: list[str], settings: SweepSettings, sink, log=None) -> Outcom
                                      f"{w.step or 'this type'}")
                 w.proc.join()
                 del workers[name]
-            elif w.current is not None and time.time() - w.since > limit + GRACE_S:
+            elif w.current is not None and time.time() - w.since > limit + settings.grace:
                 w.proc.kill()
                 w.proc.join()
                 drain(0.2)
