@@ -102,3 +102,8 @@ def test_matrix_gives_one_na_row_per_spec_and_an_error_for_a_wrong_claim(tmp_pat
     wrong = df.loc["llama_na"]
     assert wrong["status"] == "error" and "not_applicable" in wrong["message"] and "grows" in wrong["message"]
     assert done.returncode == 1  # the wrong claim fails the run
+    from harness.reporting.report import table
+
+    text = table(results.runs_root(tmp_path / "results") / "na")
+    assert "\n- mamba: n/a: no attention KV cache" in text and "\n- rwkv: n/a: no attention KV cache" in text
+    assert "| mamba |" not in text  # listed under the table, not as a row of empty cells

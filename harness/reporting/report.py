@@ -150,6 +150,9 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None) -> str:
     # A spec file that did not load has one row (check "spec"): listed under the table, not in it.
     broken = df[df["check"] == "spec"].to_dict("records") if len(df) else []
     df = df[df["check"] != "spec"] if len(df) else df
+    # A spec declaring not_applicable has one n/a row (check "applicable", harness/matrix/cells.py): listed too.
+    na = df[df["check"] == "applicable"].to_dict("records") if len(df) else []
+    df = df[df["check"] != "applicable"] if len(df) else df
     cols = _columns(df)
     keys = ["model", "code_source", "_pivot"]
     rows = (df.groupby(keys, sort=False).agg(family=("family", "first"), kv_layout=("kv_layout", "first"),
@@ -165,7 +168,11 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None) -> str:
         body.append(([_text(x) for x in info], cells))
     info_head = ["model"] + ([pivot] if pivot else []) + ["family", "code", "KV layout", "concat dim"]
     spec_errors = [f"{r['model']}: {_text(r['message'])}" for r in broken]
-    return (_markdown if fmt == "md" else _html)(summaries, info_head, cols, body, notes, spec_errors)
+    text = (_markdown if fmt == "md" else _html)(summaries, info_head, cols, body, notes, spec_errors)
+    if na and fmt == "md":
+        text += "\nNot applicable (no attention KV cache to prefix; measured on the tiny model):\n\n" + "".join(
+            f"- {r['model']}: {CELL_TEXT[r['status']]}: {' '.join(_text(r['message']).split())}\n" for r in na)
+    return text
 
 
 def _text(value) -> str:
