@@ -23,10 +23,12 @@ def cmd_validate(args) -> int:
             except SpecError as e:
                 errors.append(e)
                 continue
-            measured = f"; built: {m['params']:,} parameters, K {tuple(m['k_shape'])}, V {tuple(m['v_shape'])}"
+            measured = (f"; measured: {m['summary']}" if spec.not_applicable else
+                        f"; built: {m['params']:,} parameters, K {tuple(m['k_shape'])}, V {tuple(m['v_shape'])}")
         else:
             measured = ""
-        print(f"ok: {spec.path} ({spec.family}, {spec.kv.layout}, concat dim {spec.kv.concat_dim}{measured})")
+        shape = "not applicable" if spec.not_applicable else f"{spec.kv.layout}, concat dim {spec.kv.concat_dim}"
+        print(f"ok: {spec.path} ({spec.family}, {shape}{measured})")
         loaded.append(spec)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
@@ -118,16 +120,20 @@ def cmd_baseline(args) -> int:
 
 def cmd_report(args) -> int:
     from harness.reporting.report import checked_rows, table
+    from harness.reporting.sweeps import sweep_table
 
     runs = [_run_dir(args.results_dir, r) for r in args.runs] if args.runs else [_run_dir(args.results_dir, None)]
     if len(runs) > 1 and not args.pivot:
         raise CliError("several runs make one table only with --pivot (e.g. --pivot transformers)")
+    if args.sweep and (len(runs) > 1 or args.format != "md"):
+        raise CliError("--sweep makes the Markdown table of one sweep run")
     try:
         if args.plots:  # the heatmap first, so the page links it; a damaged run gets none
             for run in runs:
                 checked_rows(run)
                 _write_plots(run, sys.stderr)  # stdout may be the report itself
-        text = table(runs, args.format, args.pivot, Path(args.output).parent if args.output else None)
+        text = (sweep_table(runs[0]) if args.sweep
+                else table(runs, args.format, args.pivot, Path(args.output).parent if args.output else None))
     except ValueError as e:
         raise CliError(str(e)) from None
     if args.output:
@@ -214,9 +220,14 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["probe"]:  # its own options (python -m harness.probe --help)
         return cmd_probe(argparse.Namespace(probe_args=argv[1:]))
+    if argv[:1] == ["sweep"]:  # its own options (prefix-compat sweep --help)
+        from harness.probe.sweep import main as sweep_main
+
+        return sweep_main(argv[1:])
     parser = argparse.ArgumentParser(prog="prefix-compat", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("probe", help="draft a spec for a model type or a remote-code folder (prefix-compat probe --help)")
+    sub.add_parser("sweep", help="probe + checks over every causal-LM model type, one run (prefix-compat sweep --help)")
     p = sub.add_parser("validate", help="check spec files; exit 2 with file/field/fix messages when bad")
     p.add_argument("paths", nargs="*", help="spec files or folders (default: model_specs/)")
     p.add_argument("--no-build", action="store_true", help="only read the files (skip building each tiny model)")
@@ -226,6 +237,7 @@ def main(argv=None) -> int:
     p.add_argument("--pivot", choices=("transformers", "peft", "torch", "device", "dtype"),
                    help="one table across runs, a row per model and value of this")
     p.add_argument("--format", choices=("md", "html"), default="md")
+    p.add_argument("--sweep", action="store_true", help="the sweep table of a sweep run: a line per model type")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.add_argument("--plots", action="store_true", help="write each run's heatmap.png first (the HTML page links it; "
                                                         "needs matplotlib)")

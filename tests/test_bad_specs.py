@@ -201,6 +201,9 @@ def test_every_repo_spec_is_buildable(path):
     """What `validate` runs on model_specs/: measured values agree with the built model."""
     spec = load_spec(path)
     got = check_buildable(spec)  # this machine's real available memory
+    if spec.not_applicable:  # measured: no cached tensor grows with the tokens (tests/test_not_applicable.py)
+        assert "none of which grows" in got["summary"] or "no cache" in got["summary"]
+        return
     model = build_model(spec)
     params = sum(p.numel() for p in model.parameters())
     assert got["params"] == params > 0  # the meta-device estimate counts exactly what gets allocated

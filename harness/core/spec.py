@@ -168,6 +168,9 @@ class ModelSpec:
     num_virtual_tokens: ConfigExpr
     variants: tuple[Variant, ...]
     expected_failures: tuple[ExpectedFailure, ...]
+    # ``not_applicable: <reason>`` (harness/core/applicable.py): no attention KV cache, measured; such a
+    # spec has no kv, cache, conventions or num_virtual_tokens (None) and runs one ``n/a`` row
+    not_applicable: str | None = None
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -308,6 +311,10 @@ def load_spec(path: str | Path) -> ModelSpec:
         r.fail("(file)", f"not UTF-8 text ({e.reason} at byte {e.start})", "save the file as UTF-8")
     if data is None:
         r.fail("(file)", "the file is empty", "copy an existing spec such as model_specs/llama.yaml and edit it")
+    if isinstance(data, dict) and "not_applicable" in data:  # no KV cache: no kv/cache/conventions sections
+        from .applicable import read
+
+        return read(r, path, name, data)
 
     top = r.mapping(data, "", {
         "family": True, "description": False, "match": True, "build": True, "remote": False, "kv": True,
@@ -723,6 +730,9 @@ def find_spec_for(config, specs=None) -> ModelSpec:
     """The spec whose ``match`` section fits a model config (first by file name on ties)."""
     specs = specs if specs is not None else load_specs()
     hits = [s for s in specs if s.matches_config(config)]
+    if hits and hits[0].not_applicable:
+        raise LookupError(f"prefix tuning does not apply to model_type {getattr(config, 'model_type', None)!r} "
+                          f"({hits[0].path}): {hits[0].not_applicable}")
     if not hits:
         known = ", ".join(sorted({t for s in specs for t in s.match_model_types}))
         raise LookupError(
@@ -879,6 +889,10 @@ def check_buildable(spec: ModelSpec, memory_bytes: int | None = None) -> dict:
     from .conventions import MASKS, POSITIONS
     from .models import build_model, kv_dims
 
+    if spec.not_applicable:  # the claim "no attention KV cache" is measured instead
+        from .applicable import measure
+
+        return measure(spec)
     started = time.perf_counter()
     r = _Reader(Path(spec.path))
     config = build_config(spec)  # load_spec already built it once, so this cannot fail here

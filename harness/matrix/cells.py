@@ -13,6 +13,8 @@ from harness.core import names
 from harness.core.spec import DEFAULT_VARIANT, ModelSpec, Variant
 
 TRUST_ENV = "PREFIX_COMPAT_TRUST_REMOTE_CODE"
+# The one cell of a spec declaring ``not_applicable`` (no attention KV cache): no adapter, one n/a row.
+NOT_APPLICABLE_CHECK = "applicable"
 
 
 class SelectionError(ValueError):
@@ -37,7 +39,8 @@ class Cell:
     @property
     def id(self) -> str:
         suffix = "" if self.code_source == self.spec.build.code_source else f"-{self.code_source}"
-        return f"{self.row}-{self.adapter}-{self.check}{suffix}"
+        adapter = "" if self.adapter == "-" else f"{self.adapter}-"  # a not_applicable row has no adapter
+        return f"{self.row}-{adapter}{self.check}{suffix}"
 
     def expected_failure(self, versions: dict[str, str]):
         return self.spec.expected_failure(self.adapter, self.check, self.variant.name, self.code_source, versions)
@@ -91,6 +94,8 @@ def build_cells(specs, adapters=None, checks=None, code_source: str = "default")
             raise SelectionError(problem)
     cells = []
     for spec in specs:
+        if spec.not_applicable:  # no adapter x check cells: see not_applicable_cells
+            continue
         for source in code_sources_for(spec, code_source):
             for variant in spec.variants:
                 for adapter in adapters:
@@ -99,6 +104,12 @@ def build_cells(specs, adapters=None, checks=None, code_source: str = "default")
                     for check in checks:
                         cells.append(Cell(spec, variant, adapter, check, source))
     return cells
+
+
+def not_applicable_cells(specs) -> list[Cell]:
+    """One cell per spec declaring ``not_applicable``, whatever the adapters and checks selected: its
+    row says ``n/a`` and why, once the tiny model shows it keeps no attention KV cache."""
+    return [Cell(s, s.variants[0], "-", NOT_APPLICABLE_CHECK, s.build.code_source) for s in specs if s.not_applicable]
 
 
 def remote_skip_reason(cell: Cell) -> str | None:

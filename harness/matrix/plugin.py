@@ -28,18 +28,19 @@ import torch
 from harness.core.spec import SpecError, load_specs_report
 from harness.reporting import results
 
-from . import checkpoints, checks, devices, shards
+from . import checkpoints, devices, shards
 from .bench import Bench, Settings
 from .cells import (
     TRUST_ENV,
     Cell,
     SelectionError,
     build_cells,
+    not_applicable_cells,
     remote_skip_reason,
     select_specs,
     split,
 )
-from .oracle import OracleError
+from .verdict import ENVIRONMENT_ERRORS, settle  # noqa: F401 - ENVIRONMENT_ERRORS: re-exported
 
 ROW_KEY = pytest.StashKey[dict]()
 MEASUREMENT_KEY = pytest.StashKey[object]()
@@ -47,9 +48,6 @@ VERDICT_KEY = pytest.StashKey[tuple]()
 P_KEY = pytest.StashKey[int]()
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 TIMEOUT_MARK = "from pytest-timeout"  # pytest-timeout's failure text
-# Errors that a declared failure never covers: the environment, the machine or the bare model (the oracle)
-# failed, not the adapter. A CUDA out-of-memory error is a RuntimeError subclass, so it is named here.
-ENVIRONMENT_ERRORS = (ImportError, MemoryError, OSError, OracleError, torch.cuda.OutOfMemoryError)
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,12 @@ class SpecProblem:
     @property
     def id(self) -> str:
         return f"spec-{Path(self.error.path).name}"
+
+
+def pytest_addhooks(pluginmanager):
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def pytest_addoption(parser):
@@ -137,11 +141,13 @@ def _check_options(config) -> None:
 def _load_matrix(config) -> None:
     """Specs and cells of this run, once per process. A bad spec file removes only its own rows."""
     opt = config.option
-    specs, errors = load_specs_report([opt.specs] if opt.specs else None)
+    contributed = config.hook.pytest_prefix_compat_specs(config=config)  # e.g. --sweep: drafted specs
+    specs, errors = (list(contributed), []) if contributed is not None else load_specs_report(
+        [opt.specs] if opt.specs else None)
     bad_names = [Path(e.path).stem for e in errors]
     try:
         chosen = select_specs(specs, opt.models, also_known=bad_names)
-        cells = build_cells(chosen, opt.adapters, opt.checks, opt.code_source)
+        cells = build_cells(chosen, opt.adapters, opt.checks, opt.code_source) + not_applicable_cells(chosen)
         cells = checkpoints.select(opt, chosen, cells)  # real checkpoints instead of tiny models, when asked
     except SelectionError as e:
         raise pytest.UsageError(str(e)) from None
@@ -335,6 +341,8 @@ def bench(request, cell):
     """The cell's workbench. Building the model happens here, in set-up: a failure to build or load
     it is always an ``error`` row, whatever the spec declares."""
     config = request.config
+    if cell.spec.not_applicable:  # no prefix to run: the check measures the claim itself
+        return None
     device, dtype = _device(config), DTYPES[config.option.dtype]
     devices.start_cell(device, getattr(config, "_pc_gpu", None))
     key = (cell.spec.path, cell.code_source, device, dtype, cell.checkpoint)
@@ -357,32 +365,33 @@ def run_check(request):
 
 
 def _verdict(node, cell: Cell, bench) -> None:
-    expected = cell.expected_failure(_versions())
-    try:
-        m = checks.run(cell.check, bench)
-    except ENVIRONMENT_ERRORS:
-        raise
-    except Exception as e:  # noqa: BLE001 - raised while the adapter ran the model
-        text = f"{type(e).__name__}: {e}"
-        if expected is not None and expected.covers_message(text):
-            node.stash[VERDICT_KEY] = ("xfail", f"{type(e).__name__}: {_first_line(str(e))}")
-            pytest.xfail(expected.reason)
-        raise
-    node.stash[MEASUREMENT_KEY] = m
-    if m.inconclusive:
-        node.stash[VERDICT_KEY] = ("inconclusive", m.message)
-        pytest.skip(m.message)
-    if m.passed:
-        if expected is not None:
-            node.stash[VERDICT_KEY] = ("xpass", m.message)
-            pytest.fail(f"XPASS(strict): the spec declares this cell fails, but it passed: {m.message}", pytrace=False)
-        node.stash[VERDICT_KEY] = ("pass", m.message)
-        return
-    if expected is not None and expected.covers_message(m.message):
-        node.stash[VERDICT_KEY] = ("xfail", m.message)
-        pytest.xfail(expected.reason)
-    node.stash[VERDICT_KEY] = ("fail", m.message)
-    pytest.fail(m.message, pytrace=False)
+    """The cell's verdict (harness/matrix/verdict.py, shared with the sweep) as a pytest outcome."""
+    if cell.spec.not_applicable:
+        return _not_applicable(node, cell)
+    v = settle(cell, bench, _versions())
+    if v.status == "error":
+        raise v.error  # pytest shows the traceback; the row says error with its first line
+    if v.measurement is not None:
+        node.stash[MEASUREMENT_KEY] = v.measurement
+    node.stash[VERDICT_KEY] = (v.status, v.message)
+    if v.status == "inconclusive":
+        pytest.skip(v.message)
+    if v.status == "xfail":
+        pytest.xfail(v.expected.reason)
+    if v.status == "xpass":
+        pytest.fail(f"XPASS(strict): the spec declares this cell fails, but it passed: {v.message}", pytrace=False)
+    if v.status == "fail":
+        pytest.fail(v.message, pytrace=False)
+
+
+def _not_applicable(node, cell: Cell) -> None:
+    """One ``n/a`` row for a spec declaring no attention KV cache, once the tiny model shows it keeps
+    none (a SpecError naming ``not_applicable`` otherwise: an error row)."""
+    from harness.core.applicable import measure
+
+    measured = measure(cell.spec)
+    node.stash[VERDICT_KEY] = ("n/a", f"{cell.spec.not_applicable} (measured: {measured['summary']})")
+    pytest.skip(cell.spec.not_applicable)
 
 
 # ----------------------------------------------------------------------------- result rows
@@ -396,8 +405,9 @@ def _base_row(config, cell: Cell, nodeid: str) -> dict:
         "steps": config.option.steps, "seed": config.option.seed,
         "torch_version": versions["torch"], "transformers_version": versions["transformers"],
         "peft_version": versions["peft"], "python_version": versions["python"],
-        "git_commit": _git_commit(config), "worker": config._pc_worker, "kv_layout": str(cell.spec.kv.layout),
-        "concat_dim": cell.spec.kv.concat_dim, "nodeid": nodeid,
+        "git_commit": _git_commit(config), "worker": config._pc_worker,
+        "kv_layout": str(cell.spec.kv.layout) if cell.spec.kv else None,  # None: a not_applicable spec
+        "concat_dim": cell.spec.kv.concat_dim if cell.spec.kv else None, "nodeid": nodeid,
         "expected_failure": expected.reason if expected else None,
         "shard": str(config._pc_plan.shard) if config._pc_plan.shard else None,
     }

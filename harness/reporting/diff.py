@@ -5,6 +5,9 @@ does anything else in run B: ``inconclusive`` (no evidence any more), ``timeout`
 included. A regression whose new status is ``xfail`` is *declared*: a spec
 says that failure is expected under B's library versions, so it is listed but does not fail the
 gate. Runs may come from different library versions or machines: that is the point.
+
+When both runs are sweeps (harness/reporting/sweeps.py), the diff also lists the model types that
+appeared, vanished or changed verdict: the regression check for a new transformers release.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .report import checked_rows, run_summary
+from .sweeps import is_sweep, type_changes
 
 KEY = ["model", "code_source", "adapter", "check"]
 WORKS = ("pass", "xpass")
@@ -42,6 +46,7 @@ class RunDiff:
     changed: list[Change] = field(default_factory=list)  # non-pass to another non-pass status
     new: list[Change] = field(default_factory=list)
     vanished: list[Change] = field(default_factory=list)
+    types: list[dict] | None = None  # sweeps only: model types appeared / vanished / changed verdict
 
     @property
     def undeclared_regressions(self) -> list[Change]:
@@ -81,6 +86,8 @@ def diff_runs(run_a: Path, run_b: Path) -> RunDiff:
             out.fixes.append(change)
         elif before != after:
             out.changed.append(change)
+    if is_sweep(da) and is_sweep(db):
+        out.types = type_changes(da, db)
     return out
 
 
@@ -114,6 +121,8 @@ def render(d: RunDiff, fmt: str = "text", gate: bool = False) -> str:
                          else f"  {c.cell}: {arrow}" + (f"  [{note}]" if note else ""))
         if md:
             lines.append("")
+    if d.types is not None:
+        lines += _type_section(d.types, md)
     bad = len(d.undeclared_regressions)
     verdict = (f"{bad} undeclared regression(s): FAIL" if bad else
                f"no undeclared regressions ({len(d.regressions)} declared in specs)")
@@ -123,3 +132,20 @@ def render(d: RunDiff, fmt: str = "text", gate: bool = False) -> str:
         lines.append(("gate: FAIL\n" + "\n".join(f"  {f}" for f in failures)) if failures else "gate: ok")
     return "\n".join(lines) + "\n"
 
+
+
+def _type_section(changes: list[dict], md: bool) -> list[str]:
+    """Sweeps: one line per model type that appeared, vanished or changed verdict."""
+    lines = []
+    for kind, title in (("changed", "Model types that changed verdict"), ("appeared", "Model types that appeared"),
+                        ("vanished", "Model types that vanished")):
+        items = [c for c in changes if c["kind"] == kind]
+        lines.append(f"### {title}: {len(items)}" if md else f"{title}: {len(items)}")
+        for c in items:
+            arrow = f"{c['before'] or '(none)'} -> {c['after'] or '(none)'}"
+            note = (c["reason"] or "")[:200]
+            lines.append(f"- `{c['type']}`: {arrow}" + (f" ({note})" if note else "") if md
+                         else f"  {c['type']}: {arrow}" + (f"  [{note}]" if note else ""))
+        if md:
+            lines.append("")
+    return lines

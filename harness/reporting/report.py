@@ -8,6 +8,7 @@ The HTML page (harness/reporting/htmltable.py) shows the same cells as symbols o
 """
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pandas as pd
@@ -148,6 +149,9 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None, link_from: Path |
     # A spec file that did not load has one row (check "spec"): listed under the table, not in it.
     broken = df[df["check"] == "spec"].to_dict("records") if len(df) else []
     df = df[df["check"] != "spec"] if len(df) else df
+    # A spec declaring not_applicable has one n/a row (check "applicable", harness/matrix/cells.py): listed too.
+    na = df[df["check"] == "applicable"].to_dict("records") if len(df) else []
+    df = df[df["check"] != "applicable"] if len(df) else df
     cols = _columns(df)
     keys = ["model", "code_source", "_pivot"]
     rows = (df.groupby(keys, sort=False).agg(family=("family", "first"), kv_layout=("kv_layout", "first"),
@@ -165,10 +169,18 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None, link_from: Path |
     info_head = ["model"] + ([pivot] if pivot else []) + ["family", "code", "KV layout", "concat dim"]
     spec_errors = [f"{r['model']}: {_text(r['message'])}" for r in broken]
     if fmt == "md":
-        return _markdown(summaries, info_head, cols, body, notes, spec_errors)
+        text = _markdown(summaries, info_head, cols, body, notes, spec_errors)
+        if na:
+            text += "\nNot applicable (no attention KV cache to prefix; measured on the tiny model):\n\n" + "".join(
+                f"- {r['model']}: {CELL_TEXT[r['status']]}: {' '.join(_text(r['message']).split())}\n" for r in na)
+        return text
     from .htmltable import heatmap_links
 
-    return _html(summaries, info_head, cols, body, notes, spec_errors, raw, heatmap_links(run_dirs, link_from))
+    page = _html(summaries, info_head, cols, body, notes, spec_errors, raw, heatmap_links(run_dirs, link_from))
+    if na:  # the same list as the Markdown table's, before the page ends
+        items = "".join(f"<li>{html.escape(r['model'])}: {html.escape(' '.join(_text(r['message']).split()))}</li>" for r in na)
+        page = page.replace("</body>", f"<h3>Not applicable (no attention KV cache to prefix)</h3><ul>{items}</ul></body>", 1)
+    return page
 
 
 def _text(value) -> str:
