@@ -26,16 +26,28 @@ class Cell:
     adapter: str
     check: str
     code_source: str
+    dtype: str = "float32"  # the dtype and attention axes (axes.py): a non-default value adds to id and row
+    attn: str = "own"
+
+    @property
+    def _axes(self) -> str:
+        from .axes import suffix
+
+        return suffix(self.spec, self.dtype, self.attn)
+
+    @property
+    def _name(self) -> str:
+        return self.spec.name if self.variant.name == DEFAULT_VARIANT else f"{self.spec.name}-{self.variant.name}"
 
     @property
     def row(self) -> str:
         """The model row of the compatibility table."""
-        return self.spec.name if self.variant.name == DEFAULT_VARIANT else f"{self.spec.name}-{self.variant.name}"
+        return self._name + self._axes
 
     @property
     def id(self) -> str:
         suffix = "" if self.code_source == self.spec.build.code_source else f"-{self.code_source}"
-        return f"{self.row}-{self.adapter}-{self.check}{suffix}"
+        return f"{self._name}-{self.adapter}-{self.check}{suffix}{self._axes}"
 
     def expected_failure(self, versions: dict[str, str]):
         return self.spec.expected_failure(self.adapter, self.check, self.variant.name, self.code_source, versions)

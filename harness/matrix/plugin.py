@@ -29,7 +29,7 @@ from harness.core.models import build_model
 from harness.core.spec import SpecError, load_specs_report
 from harness.reporting import results
 
-from . import checks
+from . import axes, checks
 from .bench import Bench, Settings
 from .cells import (
     TRUST_ENV,
@@ -75,7 +75,9 @@ def pytest_addoption(parser):
     g.addoption("--checks", default=None, help="comma-separated checks (default: all)")
     g.addoption("--specs", default=None, help="folder of spec files (default: model_specs/)")
     g.addoption("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto takes CUDA when present")
-    g.addoption("--dtype", default="float32", choices=tuple(DTYPES))
+    g.addoption("--dtype", default="auto", help="comma-separated dtypes; auto: float32,bfloat16 (+float16 on CUDA)")
+    g.addoption("--attn", default=axes.DEFAULT_ATTN,
+                help="comma-separated attention implementations for transformers' own models (eager, sdpa, flash_attention_2)")
     g.addoption("--steps", type=int, default=60, help="training steps of the train check")
     g.addoption("--seed", type=int, default=0, help="seed of the checks' inputs (verdicts must not depend on it)")
     g.addoption("--cell-timeout", type=float, default=600.0, metavar="SECONDS",
@@ -118,6 +120,10 @@ def _check_options(config) -> None:
         raise pytest.UsageError(f"--cell-timeout {opt.cell_timeout}: give a positive number of seconds")
     if opt.device == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--device cuda: this torch sees no CUDA device (use --device cpu or auto)")
+    try:
+        axes.parse_dtypes(opt.dtype, _device(config)), axes.parse_attn(opt.attn)
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
     if opt.specs and not Path(opt.specs).is_dir():
         raise pytest.UsageError(f"--specs {opt.specs}: no such folder")
     if opt.run_id is not None:
@@ -134,7 +140,8 @@ def _load_matrix(config) -> None:
     bad_names = [Path(e.path).stem for e in errors]
     try:
         chosen = select_specs(specs, opt.models, also_known=bad_names)
-        cells = build_cells(chosen, opt.adapters, opt.checks, opt.code_source)
+        cells = axes.expand(build_cells(chosen, opt.adapters, opt.checks, opt.code_source),
+                            axes.parse_dtypes(opt.dtype, _device(config)), axes.parse_attn(opt.attn))
     except SelectionError as e:
         raise pytest.UsageError(str(e)) from None
     named = set(split(opt.models) or bad_names)  # a bad file shows when all specs run or it is named
@@ -285,7 +292,7 @@ def pytest_generate_tests(metafunc):
     params = []
     for cell in config._pc_cells:
         marks = [pytest.mark.timeout(config.option.cell_timeout, method=method)]
-        skip = remote_skip_reason(cell)
+        skip = remote_skip_reason(cell) or axes.unsupported_reason(cell, _device(config))
         if skip:
             marks.append(pytest.mark.skip(reason=skip))
         params.append(pytest.param(cell, id=cell.id, marks=marks))
@@ -307,10 +314,10 @@ def bench(request, cell):
     """The cell's workbench. Building the model happens here, in set-up: a failure to build or load
     it is always an ``error`` row, whatever the spec declares."""
     config = request.config
-    device, dtype = _device(config), DTYPES[config.option.dtype]
-    key = (cell.spec.path, cell.code_source, device, dtype)
+    device, dtype = _device(config), DTYPES[cell.dtype]
+    key = (cell.spec.path, cell.code_source, device, dtype, cell.attn)
     if key not in config._pc_models:  # once per worker: every cell gets a deep copy of it
-        config._pc_models[key] = build_model(cell.spec, cell.code_source, device, dtype)
+        config._pc_models[key] = axes.set_attention(build_model(cell.spec, cell.code_source, device, dtype), cell.attn)
     bench = Bench(cell, config._pc_models[key], Settings(device, dtype, config.option.steps, config.option.seed))
     request.node.stash[P_KEY] = bench.num_virtual_tokens
     return bench
@@ -366,7 +373,7 @@ def _base_row(config, cell: Cell, nodeid: str) -> dict:
         "peft_version": versions["peft"], "python_version": versions["python"],
         "git_commit": _git_commit(config), "worker": config._pc_worker, "kv_layout": str(cell.spec.kv.layout),
         "concat_dim": cell.spec.kv.concat_dim, "nodeid": nodeid,
-        "expected_failure": expected.reason if expected else None,
+        "expected_failure": expected.reason if expected else None, **axes.row_fields(cell),
     }
 
 

@@ -46,8 +46,11 @@ SCHEMA = pa.schema([
     ("nodeid", pa.string()), ("details", pa.string()),
     # Settings that change a verdict, so rows of differently configured sessions can be told apart.
     ("steps", pa.int64()), ("seed", pa.int64()),
+    # The attention implementation the cell's model ran (eager, sdpa, ...; "own": its code picks its own).
+    ("attn_implementation", pa.string()),
 ])
 COLUMNS = [f.name for f in SCHEMA]
+ATTN_UNRECORDED = "default"  # what rows written before the attention axis read as
 FLOAT_COLUMNS = [f.name for f in SCHEMA if pa.types.is_floating(f.type)]
 INT_COLUMNS = [f.name for f in SCHEMA if pa.types.is_integer(f.type)]
 # A cell is (model, code source, adapter, check); without these and a status a row means nothing.
@@ -354,8 +357,10 @@ def _read_part(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         return None, f"{path.name} lacks column(s) {', '.join(missing)}"
-    # Parts written before a column existed read it as null.
+    # Parts written before a column existed read it as null; an unrecorded attention implementation
+    # was the model's default one.
     frame = frame.reindex(columns=COLUMNS)
+    frame["attn_implementation"] = frame["attn_implementation"].fillna(ATTN_UNRECORDED)
     unknown = ~frame["status"].isin(STATUSES)
     if unknown.any():
         values = sorted({str(v) for v in frame.loc[unknown, "status"]})
