@@ -59,6 +59,11 @@ class PrefixModel(nn.Module):
         self._hooks = []
         return self.base
 
+    def gradient_checkpointing_enable(self, **kwargs):
+        """Checkpoint the base model's layers (what ``TrainingArguments(gradient_checkpointing=True)``
+        calls); the prefix is kept (see forward)."""
+        self.base.gradient_checkpointing_enable(**kwargs)
+
     def prefix_cache(self, batch_size: int):
         """The prefix in the model's own layout and container, a fresh object per call (transformers'
         cache objects grow in place as the model runs)."""

@@ -2,10 +2,10 @@
 (``model.gradient_checkpointing_enable()``, ``model.config.use_cache = False``, ``model.train()``),
 the prefix still reaches the model and its gradient equals the one without checkpointing.
 
-Both runs train the same real-token prefix on the same inputs and targets, in training mode, with
-the same random state (dropout draws the same masks; the recomputation replays them): the logits
-under checkpointing must equal those without (relative error within the dtype's bar), and so must
-the gradient reaching the prefix's K/V, finite and non-zero.
+The reference is the model in training mode without checkpointing, fed the same real-token K/V
+straight into its cache (no adapter); the adapter trains that prefix under checkpointing. Its logits
+must equal the reference's and so must the gradient reaching the prefix's K/V (relative error within
+the dtype's bar), finite and non-zero. Dropout is off in both (its masks would differ between runs).
 
 Control: the prefix changes the training logits by more than the bar (the model without it is off),
 so an adapter, or a model, that drops the prefix under checkpointing fails; inputs are redrawn until
@@ -15,11 +15,14 @@ import warnings
 import torch
 
 from harness.matrix.bench import Measurement, inconclusive
-from harness.matrix.oracle import no_prefix_logits, real_prefix_kv, relative_error
+from harness.matrix.oracle import (
+    no_prefix_logits,
+    oracle,
+    real_prefix_kv,
+    relative_error,
+)
 
 from . import ATTEMPTS
-
-RUN_SEED = 1234  # the random state both training runs start from (dropout masks)
 
 
 def training_recipe(model) -> None:
@@ -32,62 +35,73 @@ def training_recipe(model) -> None:
     model.train()
 
 
-def _train_step(bench, kv, ids, mask, targets, checkpointing: bool):
-    """Logits (B, L, V) and the gradient on the prefix's K/V (layers, 2, H, P, D) of one step."""
-    attached = bench.attach()
-    attached.plant(kv)
-    if checkpointing:
-        training_recipe(attached.base)
-    else:
-        attached.base.train()
-    torch.manual_seed(RUN_SEED)
-    logits = attached.logits(ids, mask)
-    if not logits.requires_grad:
-        return logits.detach(), None
-    torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()).backward()
-    return logits.detach(), attached.planted_grad()
+def _no_dropout(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+@oracle
+def _reference(contract, model, kv, ids, mask, loss_fn):
+    """Training-mode logits (B, L, V) and d loss / d K/V (layers, 2, H, P, D) of K/V fed straight into
+    the model's cache, without checkpointing."""
+    leaf = kv.detach().clone().requires_grad_(True)
+    cache = contract.to_model_cache(leaf.unsqueeze(2).expand(-1, -1, ids.shape[0], -1, -1, -1))
+    logits = model(**contract.model_kwargs(ids, ids, mask, kv.shape[-2], cache)).logits
+    loss_fn(logits).backward()
+    return logits.detach(), leaf.grad
 
 
 def run(bench):
     contract, tol = bench.contract, bench.tolerance
-    probe = bench.fresh_model()
+    model = _no_dropout(bench.fresh_model())
     for _ in range(ATTEMPTS):
         ids, mask = bench.inputs(batch=2, length=6)
         prefix = bench.prefix_tokens()
         with torch.no_grad():
-            kv = real_prefix_kv(contract, probe, prefix, ids)  # (layers, 2, H, P, D)
-            vocab = probe(**contract.model_kwargs(ids, ids, mask, 0)).logits.shape[-1]
+            kv = real_prefix_kv(contract, model, prefix, ids)  # (layers, 2, H, P, D)
+            vocab = model(**contract.model_kwargs(ids, ids, mask, 0)).logits.shape[-1]
         targets = torch.randint(0, vocab, ids.shape, generator=bench.generator).to(ids.device)
-        want_logits, want_grad = _train_step(bench, kv, ids, mask, targets, checkpointing=False)
-        probe.train()
-        torch.manual_seed(RUN_SEED)
+
+        def loss_fn(logits):
+            return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+        model.train()
+        want_logits, want_grad = _reference(contract, model, kv, ids, mask, loss_fn)
         with torch.no_grad():
-            dropped = no_prefix_logits(contract, probe, ids, mask)
-        probe.eval()
-        control = relative_error(dropped, want_logits, mask)
+            control = relative_error(no_prefix_logits(contract, model, ids, mask), want_logits, mask)
+        model.eval()
         if control > tol:
             break
     else:
         return inconclusive(f"the prefix moves the training logits by only {control:.2e} on {ATTEMPTS} inputs: "
                             f"a prefix dropped under checkpointing could not be told apart")
-    if want_grad is None:
-        return Measurement(False, float("inf"), tol, "without checkpointing no gradient reaches the prefix's K/V")
-    got_logits, got_grad = _train_step(bench, kv, ids, mask, targets, checkpointing=True)
+    attached = bench.attach(_no_dropout(bench.fresh_model()))
+    attached.plant(kv)
+    training_recipe(attached.base)
+    logits = attached.logits(ids, mask)
     problems = []
-    logits_err = relative_error(got_logits.to(want_logits), want_logits, mask) \
-        if got_logits.shape == want_logits.shape else float("inf")
+    got_grad = None
+    if logits.requires_grad:
+        loss_fn(logits).backward()
+        got_grad = attached.planted_grad()
+    logits = logits.detach()
+    logits_err = relative_error(logits.to(want_logits), want_logits, mask) if logits.shape == want_logits.shape \
+        else float("inf")
     if logits_err > tol:
-        problems.append("under checkpointing the logits differ from those without (the prefix does not reach the "
-                        "model as it did)")
+        problems.append("under checkpointing the logits differ from those of the real K/V in the cache (the prefix "
+                        "does not reach the model as it should)")
     if got_grad is None or not bool(torch.isfinite(got_grad).all()) or float(got_grad.abs().max()) == 0.0:
         grad_err = float("inf")
         problems.append("under checkpointing no usable gradient reaches the prefix's K/V")
     else:
         grad_err = relative_error(got_grad.to(want_grad), want_grad) if got_grad.shape == want_grad.shape else float("inf")
         if grad_err > tol:
-            problems.append("the prefix's gradient under checkpointing differs from that without")
+            problems.append("the prefix's gradient under checkpointing differs from that of real K/V without it")
     metric = max(logits_err, grad_err)
-    head = (f"checkpointing vs not: logits relative error {logits_err:.2e}, prefix gradient relative error "
-            f"{grad_err:.2e} (bar {tol:g}); control: without the prefix the logits are off by {control:.2e}")
+    head = (f"under checkpointing vs real K/V without: logits relative error {logits_err:.2e}, prefix gradient "
+            f"relative error {grad_err:.2e} (bar {tol:g}); control: without the prefix the logits are off by "
+            f"{control:.2e}")
     return Measurement(not problems, metric, tol, "; ".join([head] + problems),
                        {"logits_error": logits_err, "gradient_error": grad_err, "control": control})
