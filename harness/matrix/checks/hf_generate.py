@@ -1,6 +1,6 @@
 """``hf_generate``: ``PrefixModel.generate()`` as Hugging Face users call it: greedy and beam-search
 tokens behind a real-token prefix equal those of the model run on the concatenated real tokens (the
-oracle), on a batch and a left-padded batch (greedy) and on the batch (beams, 3 of them). The row's
+oracle; greedy step logits within the dtype's bar too), on a batch and a left-padded batch (greedy) and on the batch (beams, 3 of them). The row's
 message says which path ran: the model's own ``generate()`` with the prefix handed over, or the
 harness's own loop where the model's generate() cannot take a prefix (beams are then not available
 and only greedy is measured). PEFT's rows use PEFT's ``generate()``.
@@ -12,7 +12,12 @@ import copy
 import torch
 
 from harness.matrix.bench import Measurement, inconclusive
-from harness.matrix.oracle import greedy_full_recompute, oracle, real_prefix_kv
+from harness.matrix.oracle import (
+    greedy_full_recompute,
+    oracle,
+    real_prefix_kv,
+    relative_error,
+)
 
 from . import ATTEMPTS
 
@@ -41,15 +46,19 @@ def beam_full_context(model, prefix_ids, ids, n: int):
 
 
 def _generate(attached, ids, mask, **settings):
-    """New tokens (B, n) from the adapter's user-facing generate(), and the path that ran."""
+    """New tokens (B, n) from the adapter's user-facing generate(), each step's logits (B, n, V) for
+    greedy decoding (else None), and the path that ran."""
     pm = getattr(attached, "pm", None)
+    greedy = settings.get("num_beams", 1) == 1
     if pm is not None:
-        out = pm.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, **settings)
-        return out[:, ids.shape[1]:], pm.last_generate_path[0], pm.last_generate_path[1]
+        out = pm.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, output_logits=greedy, **settings)
+        out, logits = out if greedy else (out, None)
+        return out[:, ids.shape[1]:], logits, pm.last_generate_path[0], pm.last_generate_path[1]
     model = attached.model  # PEFT
-    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS,
-                         generation_config=_exact_n(attached.base, **settings))
-    return out[:, ids.shape[1]:], "PEFT generate()", "PEFT's own"
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, return_dict_in_generate=True,
+                         output_logits=greedy, generation_config=_exact_n(attached.base, **settings))
+    logits = torch.stack(out.logits, dim=1) if greedy and getattr(out, "logits", None) else None
+    return out.sequences[:, ids.shape[1]:], logits, "PEFT generate()", "PEFT's own"
 
 
 def run(bench):
@@ -62,8 +71,8 @@ def run(bench):
         ids, mask = legs["greedy batch"]
         with torch.no_grad():
             control, _ = greedy_full_recompute(contract, base, prefix[:0], ids, NEW_TOKENS, mask)
-            wants = {k: greedy_full_recompute(contract, base, prefix, i, NEW_TOKENS, m)[0] for k, (i, m) in legs.items()}
-        changed = int((control != wants["greedy batch"]).sum())
+            wants = {k: greedy_full_recompute(contract, base, prefix, i, NEW_TOKENS, m) for k, (i, m) in legs.items()}
+        changed = int((control != wants["greedy batch"][0]).sum())
         if changed:
             break
     else:
@@ -71,20 +80,28 @@ def run(bench):
                             f"{ATTEMPTS} inputs tried")
     with torch.no_grad():
         attached.plant(real_prefix_kv(contract, base, prefix, ids[:1]))
-    report, wrong_total, paths = [], 0, []
+    report, wrong_total, paths, worst = [], 0, [], 0.0
     for name, (i, m) in legs.items():
-        got, path, why = _generate(attached, i, m, do_sample=False)
+        got, got_logits, path, why = _generate(attached, i, m, do_sample=False)
         paths.append((path, why))
-        want = wants[name]
+        want, want_logits = wants[name]
         wrong = want.numel() if got.shape != want.shape else int((got != want).sum())
         wrong_total += wrong
-        report.append(f"{name}: {wrong} of {want.numel()} tokens differ" + (f" (got {got.tolist()}, want {want.tolist()})"
-                                                                          if wrong else ""))
+        note = f"{name}: {wrong} of {want.numel()} tokens differ"
+        if wrong:
+            note += f" (got {got.tolist()}, want {want.tolist()})"
+        elif got_logits is not None:
+            err = relative_error(got_logits.to(want_logits), want_logits)
+            worst = max(worst, err)
+            note += f", step logits relative error {err:.2e}"
+        report.append(note)
+    if worst > bench.tolerance:
+        report.append(f"step logits off by more than the bar {bench.tolerance:g}")
     if paths[0][0] == "harness loop":
         report.append("beam search: not available (the harness loop runs greedy and sampling only)")
     else:
         want = beam_full_context(base, prefix, ids, NEW_TOKENS)
-        got, path, why = _generate(attached, ids, mask, num_beams=BEAMS)
+        got, _, path, why = _generate(attached, ids, mask, num_beams=BEAMS)
         paths.append((path, why))
         wrong = want.numel() if got.shape != want.shape else int((got != want).sum())
         wrong_total += wrong
@@ -92,6 +109,6 @@ def run(bench):
                       + (f" (got {got.tolist()}, want {want.tolist()})" if wrong else ""))
     used = sorted({p for p, _ in paths})
     report.append(f"path: {', '.join(used)} ({paths[0][1]})")
-    return Measurement(wrong_total == 0, float(wrong_total), 0.0,
+    return Measurement(wrong_total == 0 and worst <= bench.tolerance, float(wrong_total), 0.0,
                        "; ".join(report) + f" (control: the prefix changes {changed} of {ROWS * NEW_TOKENS} tokens)",
                        {"control_changed": changed, "path": ", ".join(used)})
