@@ -75,7 +75,13 @@ def model_generate(pm, input_ids, attention_mask, **kwargs):
     beams = max(1, config.num_beams or 1)
     expand = beams if beams > 1 else max(1, config.num_return_sequences or 1)
     rest[pm.contract.argument] = pm.prefix_cache(input_ids.shape[0] * expand)
-    out = pm.base.generate(input_ids=ids, attention_mask=mask, generation_config=config, **rest)
+    # generate() fills a given config's unset values (eos_token_id None: "no stop") from the model's own
+    # config, so the model carries ours for the call.
+    own, pm.base.generation_config = pm.base.generation_config, config
+    try:
+        out = pm.base.generate(input_ids=ids, attention_mask=mask, generation_config=config, **rest)
+    finally:
+        pm.base.generation_config = own
     if torch.is_tensor(out):
         return out[:, pm.num_virtual_tokens:]
     out.sequences = out.sequences[:, pm.num_virtual_tokens:]
