@@ -120,14 +120,14 @@ def suffix(spec, dtype: str, attn: str) -> str:
     return "".join(f"-{p}" for p in parts)
 
 
-def expand(cells, dtypes: list[str], attns: list[str]) -> list:
+def expand(cells, dtypes: list[str], attns: list[str], mlp: bool = True) -> list:
     """Every cell of ``build_cells`` under each dtype and attention implementation it runs under,
-    plus the ``mlp`` variant's cells (one per spec row and code source)."""
+    plus (``mlp``) the ``mlp`` variant's cells (one per spec and code source)."""
     out, seen = [], set()
     for cell in cells:
         base = [cell]
         key = (cell.spec.name, cell.code_source, cell.check)
-        if cell.check in MLP_CHECKS and cell.adapter == "harness" and key not in seen:
+        if mlp and cell.check in MLP_CHECKS and cell.adapter == "harness" and key not in seen:
             seen.add(key)
             base.append(replace(cell, variant=mlp_variant()))
         for c in base:

@@ -78,6 +78,7 @@ def pytest_addoption(parser):
     g.addoption("--dtype", default="auto", help="comma-separated dtypes; auto: float32,bfloat16 (+float16 on CUDA)")
     g.addoption("--attn", default=axes.DEFAULT_ATTN,
                 help="comma-separated attention implementations for transformers' own models (eager, sdpa, flash_attention_2)")
+    g.addoption("--no-mlp-variant", action="store_true", help="leave out the generated mlp row (P-Tuning v2 MLP encoder)")
     g.addoption("--steps", type=int, default=60, help="training steps of the train check")
     g.addoption("--seed", type=int, default=0, help="seed of the checks' inputs (verdicts must not depend on it)")
     g.addoption("--cell-timeout", type=float, default=600.0, metavar="SECONDS",
@@ -141,7 +142,8 @@ def _load_matrix(config) -> None:
     try:
         chosen = select_specs(specs, opt.models, also_known=bad_names)
         cells = axes.expand(build_cells(chosen, opt.adapters, opt.checks, opt.code_source),
-                            axes.parse_dtypes(opt.dtype, _device(config)), axes.parse_attn(opt.attn))
+                            axes.parse_dtypes(opt.dtype, _device(config)), axes.parse_attn(opt.attn),
+                            mlp=not opt.no_mlp_variant)
     except SelectionError as e:
         raise pytest.UsageError(str(e)) from None
     named = set(split(opt.models) or bad_names)  # a bad file shows when all specs run or it is named
