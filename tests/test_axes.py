@@ -50,9 +50,9 @@ def test_dtype_and_attn_options():
     assert axes.parse_dtypes("auto", "cpu") == ["float32", "bfloat16"]
     assert axes.parse_dtypes(None, "cuda") == ["float32", "bfloat16", "float16"]
     assert axes.parse_dtypes("bfloat16,float32", "cpu") == ["bfloat16", "float32"]
-    with pytest.raises(ValueError, match="--dtype: unknown 'bf16'"):
+    with pytest.raises(ValueError, match="--dtype: invalid choice 'bf16'"):
         axes.parse_dtypes("bf16", "cpu")
-    with pytest.raises(ValueError, match="--attn: unknown 'flash'"):
+    with pytest.raises(ValueError, match="--attn: invalid choice 'flash'"):
         axes.parse_attn("eager,flash")
 
 

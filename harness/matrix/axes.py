@@ -53,7 +53,7 @@ def parse_dtypes(value: str | None, device: str) -> list[str]:
     wanted = [x.strip() for x in value.split(",") if x.strip()]
     bad = [w for w in wanted if w not in names.DTYPES]
     if bad:
-        raise ValueError(f"--dtype: unknown {', '.join(map(repr, bad))}; known: auto, {', '.join(names.DTYPES)}")
+        raise ValueError(f"--dtype: invalid choice {', '.join(map(repr, bad))}; known: auto, {', '.join(names.DTYPES)}")
     return list(dict.fromkeys(wanted))
 
 
@@ -61,7 +61,7 @@ def parse_attn(value: str | None) -> list[str]:
     wanted = [x.strip() for x in (value or DEFAULT_ATTN).split(",") if x.strip()]
     bad = [w for w in wanted if w not in names.ATTN_IMPLEMENTATIONS]
     if bad:
-        raise ValueError(f"--attn: unknown {', '.join(map(repr, bad))}; known: {', '.join(names.ATTN_IMPLEMENTATIONS)}")
+        raise ValueError(f"--attn: invalid choice {', '.join(map(repr, bad))}; known: {', '.join(names.ATTN_IMPLEMENTATIONS)}")
     return list(dict.fromkeys(wanted))
 
 
