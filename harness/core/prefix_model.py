@@ -6,9 +6,10 @@
     tokens = pm.generate(input_ids, max_new_tokens=20)
     pm.save_prefix("out/"); pm2 = harness.load_prefix(model, "out/")
 
-The base model is frozen; only ``pm.encoder`` trains. Generation runs the harness's own decoding
-loop over the model's forward, because some models' ``generate()`` mistakes a prefix for a
-finished prompt (Qwen v1 and ChatGLM-6B truncate the prompt to its last token when a past is given).
+The base model is frozen; only ``pm.encoder`` trains, with or without gradient checkpointing.
+Generation hands the prefix to the model's own ``generate()`` where that is measured to read it
+right, and runs the harness's own decoding loop elsewhere: some models' ``generate()`` mistakes a
+prefix for a finished prompt (Qwen v1 and ChatGLM-6B truncate the prompt to its last token).
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, hf_generate
+from .checkpointing import cache_kept
 from .containers import returned_cache
 from .contract import CacheContract
 from .encoder import PrefixEncoder
@@ -60,6 +62,11 @@ class PrefixModel(nn.Module):
         self._hooks = []
         return self.base
 
+    def gradient_checkpointing_enable(self, **kwargs):
+        """Checkpoint the base model's layers (what ``TrainingArguments(gradient_checkpointing=True)``
+        calls); the prefix is kept (see forward)."""
+        self.base.gradient_checkpointing_enable(**kwargs)
+
     def prefix_cache(self, batch_size: int):
         """The prefix in the model's own layout and container, a fresh object per call (transformers'
         cache objects grow in place as the model runs)."""
@@ -67,21 +74,54 @@ class PrefixModel(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, labels=None, **kwargs):
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        kw = self.contract.model_kwargs(input_ids, input_ids, mask, self.num_virtual_tokens,
-                                        self.prefix_cache(input_ids.shape[0]))
+        cache = self.prefix_cache(input_ids.shape[0])
+        kw = self.contract.model_kwargs(input_ids, input_ids, mask, self.num_virtual_tokens, cache)
         if labels is not None:
             kw["labels"] = labels
-        return self.base(**kw, **kwargs)
+        # The prefix path keeps the cache on whatever a training recipe sets (use_cache=False beside
+        # gradient checkpointing): transformers 4.3x reads a Cache object only with use_cache on.
+        kwargs.pop("use_cache", None)
+        with cache_kept(self.base, cache):  # checkpointed layers keep the prefix (harness/core/checkpointing.py)
+            return self.base(**kw, **kwargs)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None,
-                 output_logits: bool = False):
-        """Greedy decoding behind the prefix. Batches may be left-padded (``attention_mask`` 0 on the
-        left, as batched generation pads): positions follow the spec's convention, which counts real
-        tokens only where the model takes positions. Returns the prompt followed by the new tokens,
-        (B, L + n); with ``output_logits`` also each step's logits, (B, n, V)."""
-        ids = input_ids
+                 output_logits: bool = False, use_model_generate: bool | None = None, **kwargs):
+        """Generation behind the prefix. Returns the prompt followed by the new tokens, (B, L + n); with
+        ``output_logits`` also each step's raw logits, (B, n, V). Exactly ``max_new_tokens`` unless
+        ``eos_token_id`` is given. Batches may be left-padded (``attention_mask`` 0 on the left).
+
+        Other keywords go to the model's own ``generate()`` (``num_beams``, ``do_sample``,
+        ``streamer``, ``stopping_criteria``, ...), which gets the prefix wherever one of its steps is
+        measured to equal this model's forward (harness/core/hf_generate.py); elsewhere (Qwen v1 and
+        ChatGLM-6B keep only the last prompt token behind a past) the harness's own loop runs, which
+        does greedy decoding and sampling (``do_sample``, ``temperature``, ``top_k``). Force one with
+        ``use_model_generate`` True / False; ``last_generate_path`` says which ran and why."""
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        path, why = hf_generate.LOOP, "use_model_generate=False"
+        if use_model_generate is not False:
+            agrees, why = hf_generate.model_generate_agrees(self, input_ids, mask)
+            if agrees:
+                path = hf_generate.MODEL
+            elif use_model_generate:
+                raise ValueError(f"use_model_generate=True: {why}")
+        self.last_generate_path = (path, why)
+        if path == hf_generate.MODEL:
+            extra = {"return_dict_in_generate": True, "output_logits": True} if output_logits else {}
+            out = hf_generate.model_generate(self, input_ids, mask, max_new_tokens=max_new_tokens,
+                                             eos_token_id=eos_token_id, **kwargs, **extra)
+            return (out.sequences, torch.stack(out.logits, dim=1)) if output_logits else out
+        return self._loop(input_ids, mask, max_new_tokens, eos_token_id, output_logits, why, **kwargs)
+
+    def _loop(self, input_ids, mask, max_new_tokens, eos_token_id, output_logits, why, do_sample=False,
+              temperature: float = 1.0, top_k: int | None = None, **unsupported):
+        """The harness's own decoding loop over the model's forward: positions follow the spec's
+        convention, which counts real tokens only where the model takes positions."""
+        unsupported = sorted(k for k, v in unsupported.items() if v is not None and not (k == "num_beams" and v == 1))
+        if unsupported:
+            raise ValueError(f"{', '.join(unsupported)}: not available on the harness's own generation loop, "
+                             f"which runs here because {why}")
+        ids = input_ids
         cache, new = self.prefix_cache(ids.shape[0]), ids
         done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
         steps = []
@@ -89,7 +129,7 @@ class PrefixModel(nn.Module):
             out = self.base(**self.contract.model_kwargs(new, ids, mask, self.num_virtual_tokens, cache))
             last = out.logits[:, -1, :]  # (B, V)
             steps.append(last)
-            nxt = last.argmax(-1)  # (B,)
+            nxt = _sample(last, temperature, top_k) if do_sample else last.argmax(-1)  # (B,)
             if eos_token_id is not None:
                 nxt = torch.where(done, torch.full_like(nxt, eos_token_id), nxt)
                 done |= nxt == eos_token_id
@@ -118,6 +158,15 @@ class PrefixModel(nn.Module):
         from .interop.peft_adapter import to_peft
 
         return to_peft(self, directory)
+
+
+def _sample(logits, temperature: float, top_k: int | None) -> torch.Tensor:
+    """One token per row (B,) drawn from softmax(logits / temperature), over the top_k only when given."""
+    logits = logits.float() / max(temperature, 1e-6)  # (B, V)
+    if top_k:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.multinomial(logits.softmax(-1), 1)[:, 0]
 
 
 def prefix_tune(model: nn.Module, num_virtual_tokens: int = 16, spec: ModelSpec | str | None = None,

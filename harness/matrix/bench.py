@@ -70,6 +70,12 @@ class Bench:
 
     def attach(self, model=None):
         model = model if model is not None else self.fresh_model()
+        width = getattr(self.variant, "projection_dim", None)
+        if width:  # the generated mlp variant (axes.py): our PrefixModel with the P-Tuning v2 MLP
+            from .axes import attach_projected
+
+            return attach_projected(model, self.spec, self.variant, self.num_virtual_tokens,
+                                    max(width, self.num_virtual_tokens))
         return self._attacher(self.cell.adapter, model, self.spec, self.variant, self.num_virtual_tokens)
 
     def inputs(self, batch: int, length: int, lengths=None, side: str = "right"):

@@ -29,18 +29,30 @@ class Cell:
     check: str
     code_source: str
     checkpoint: object = None  # a real checkpoint (matrix/checkpoints.py Checkpoint) instead of the tiny model
+    dtype: str = "float32"  # the dtype and attention axes (axes.py): a non-default value adds to id and row
+    attn: str = "own"
+
+    @property
+    def _axes(self) -> str:
+        from .axes import suffix
+
+        return suffix(self.spec, self.dtype, self.attn)
+
+    @property
+    def _name(self) -> str:
+        name = self.spec.name if self.variant.name == DEFAULT_VARIANT else f"{self.spec.name}-{self.variant.name}"
+        return f"{name}@{self.checkpoint.label}" if self.checkpoint is not None else name
 
     @property
     def row(self) -> str:
         """The model row of the compatibility table (``llama@Llama-2-7b-hf`` on a real checkpoint)."""
-        row = self.spec.name if self.variant.name == DEFAULT_VARIANT else f"{self.spec.name}-{self.variant.name}"
-        return f"{row}@{self.checkpoint.label}" if self.checkpoint is not None else row
+        return self._name + self._axes
 
     @property
     def id(self) -> str:
         suffix = "" if self.code_source == self.spec.build.code_source else f"-{self.code_source}"
         adapter = "" if self.adapter == "-" else f"{self.adapter}-"  # a not_applicable row has no adapter
-        return f"{self.row}-{adapter}{self.check}{suffix}"
+        return f"{self._name}-{adapter}{self.check}{suffix}{self._axes}"
 
     def expected_failure(self, versions: dict[str, str]):
         return self.spec.expected_failure(self.adapter, self.check, self.variant.name, self.code_source, versions)

@@ -28,7 +28,7 @@ import torch
 from harness.core.spec import SpecError, load_specs_report
 from harness.reporting import results
 
-from . import checkpoints, devices, shards
+from . import axes, checkpoints, devices, shards
 from .bench import Bench, Settings
 from .cells import (
     TRUST_ENV,
@@ -78,7 +78,10 @@ def pytest_addoption(parser):
     g.addoption("--checks", default=None, help="comma-separated checks (default: all)")
     g.addoption("--specs", default=None, help="folder of spec files (default: model_specs/)")
     g.addoption("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto takes CUDA when present")
-    g.addoption("--dtype", default="float32", choices=tuple(DTYPES))
+    g.addoption("--dtype", default="auto", help="comma-separated dtypes; auto: float32,bfloat16 (+float16 on CUDA)")
+    g.addoption("--attn", default=axes.DEFAULT_ATTN,
+                help="comma-separated attention implementations for transformers' own models (eager, sdpa, flash_attention_2)")
+    g.addoption("--no-mlp-variant", action="store_true", help="leave out the generated mlp row (P-Tuning v2 MLP encoder)")
     g.addoption("--steps", type=int, default=60, help="training steps of the train check")
     g.addoption("--seed", type=int, default=0, help="seed of the checks' inputs (verdicts must not depend on it)")
     g.addoption("--cell-timeout", type=float, default=600.0, metavar="SECONDS",
@@ -129,6 +132,10 @@ def _check_options(config) -> None:
         raise pytest.UsageError(f"--cell-timeout {opt.cell_timeout}: give a positive number of seconds")
     if opt.device == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--device cuda: this torch sees no CUDA device (use --device cpu or auto)")
+    try:
+        axes.parse_dtypes(opt.dtype, _device(config)), axes.parse_attn(opt.attn)
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
     if opt.specs and not Path(opt.specs).is_dir():
         raise pytest.UsageError(f"--specs {opt.specs}: no such folder")
     if opt.run_id is not None:
@@ -147,7 +154,9 @@ def _load_matrix(config) -> None:
     bad_names = [Path(e.path).stem for e in errors]
     try:
         chosen = select_specs(specs, opt.models, also_known=bad_names)
-        cells = build_cells(chosen, opt.adapters, opt.checks, opt.code_source) + not_applicable_cells(chosen)
+        cells = axes.expand(build_cells(chosen, opt.adapters, opt.checks, opt.code_source),
+                            axes.parse_dtypes(opt.dtype, _device(config)), axes.parse_attn(opt.attn),
+                            mlp=not opt.no_mlp_variant) + not_applicable_cells(chosen)
         cells = checkpoints.select(opt, chosen, cells)  # real checkpoints instead of tiny models, when asked
     except SelectionError as e:
         raise pytest.UsageError(str(e)) from None
@@ -319,7 +328,8 @@ def pytest_generate_tests(metafunc):
     params = []
     for cell in config._pc_cells:
         marks = [pytest.mark.timeout(config.option.cell_timeout, method=method)]
-        skip = checkpoints.skip_reason(cell) if cell.checkpoint is not None else remote_skip_reason(cell)
+        skip = (checkpoints.skip_reason(cell) if cell.checkpoint is not None else remote_skip_reason(cell)) \
+            or axes.unsupported_reason(cell, _device(config))
         if skip:
             marks.append(pytest.mark.skip(reason=skip))
         params.append(pytest.param(cell, id=cell.id, marks=marks))
@@ -343,14 +353,14 @@ def bench(request, cell):
     config = request.config
     if cell.spec.not_applicable:  # no prefix to run: the check measures the claim itself
         return None
-    device, dtype = _device(config), DTYPES[config.option.dtype]
+    device, dtype = _device(config), DTYPES[cell.dtype]
     devices.start_cell(device, getattr(config, "_pc_gpu", None))
-    key = (cell.spec.path, cell.code_source, device, dtype, cell.checkpoint)
+    key = (cell.spec.path, cell.code_source, device, dtype, cell.attn, cell.checkpoint)
     if key not in config._pc_models:  # once per worker: every cell gets a deep copy of it
         too_large = devices.too_large(functools.partial(checkpoints.count_params, cell), dtype, device)
         if too_large:
             pytest.skip(too_large)
-        config._pc_models[key] = checkpoints.build(cell, device, dtype)
+        config._pc_models[key] = axes.set_attention(checkpoints.build(cell, device, dtype), cell.attn)
     bench = Bench(cell, config._pc_models[key], Settings(device, dtype, config.option.steps, config.option.seed))
     request.node.stash[P_KEY] = bench.num_virtual_tokens
     return bench
@@ -408,7 +418,7 @@ def _base_row(config, cell: Cell, nodeid: str) -> dict:
         "git_commit": _git_commit(config), "worker": config._pc_worker,
         "kv_layout": str(cell.spec.kv.layout) if cell.spec.kv else None,  # None: a not_applicable spec
         "concat_dim": cell.spec.kv.concat_dim if cell.spec.kv else None, "nodeid": nodeid,
-        "expected_failure": expected.reason if expected else None,
+        "expected_failure": expected.reason if expected else None, **axes.row_fields(cell),
         "shard": str(config._pc_plan.shard) if config._pc_plan.shard else None,
     }
 

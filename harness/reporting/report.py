@@ -128,7 +128,18 @@ def _first_line(text) -> str:
 
 
 PIVOTS = {"transformers": "transformers_version", "peft": "peft_version", "torch": "torch_version",
-          "device": "device", "dtype": "dtype"}
+          "device": "device", "dtype": "dtype", "attn": "attn_implementation"}
+# Pivots on a matrix axis (harness/matrix/axes.py): one run holds every value, and a row's name carries the
+# non-default value ("llama-bf16-eager"), which the pivoted table drops from the row name.
+AXIS_PIVOTS = {"dtype", "attn"}
+
+
+def _without_axis(model: str, value: str, pivot: str) -> str:
+    token = "-" + (names.DTYPE_SHORT.get(value, value) if pivot == "dtype" else value)
+    if model.endswith(token):
+        return model[: -len(token)]
+    head, sep, tail = model.rpartition(token + "-")
+    return head + "-" + tail if sep else model
 
 
 def table(run_dirs, fmt: str = "md", pivot: str | None = None, link_from: Path | None = None) -> str:
@@ -141,7 +152,9 @@ def table(run_dirs, fmt: str = "md", pivot: str | None = None, link_from: Path |
     df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=results.COLUMNS)
     pivot_col = PIVOTS[pivot] if pivot else None
     df["_pivot"] = df[pivot_col].astype(str) if pivot_col else ""
-    if pivot_col:
+    if pivot in AXIS_PIVOTS and len(df):
+        df["model"] = [_without_axis(str(m), str(v), pivot) for m, v in zip(df["model"], df["_pivot"])]
+    elif pivot_col:
         owners = df.groupby("_pivot")["run_id"].nunique()
         shared = owners[owners > 1]
         if len(shared):

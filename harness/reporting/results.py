@@ -50,8 +50,11 @@ SCHEMA = pa.schema([
     # cell's peak GPU memory, the brief training's speed, which checkpoint at which revision.
     ("gpu_name", pa.string()), ("gpu_peak_memory_mib", pa.float64()), ("train_tokens_per_s", pa.float64()),
     ("checkpoint", pa.string()), ("checkpoint_revision", pa.string()), ("shard", pa.string()),
+    # The attention implementation the cell's model ran (eager, sdpa, ...; "own": its code picks its own).
+    ("attn_implementation", pa.string()),
 ])
 COLUMNS = [f.name for f in SCHEMA]
+ATTN_UNRECORDED = "default"  # what rows written before the attention axis read as
 FLOAT_COLUMNS = [f.name for f in SCHEMA if pa.types.is_floating(f.type)]
 INT_COLUMNS = [f.name for f in SCHEMA if pa.types.is_integer(f.type)]
 # A cell is (model, code source, adapter, check); without these and a status a row means nothing.
@@ -403,8 +406,10 @@ def _read_part(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         return None, f"{path.name} lacks column(s) {', '.join(missing)}"
-    # Parts written before a column existed read it as null.
+    # Parts written before a column existed read it as null; an unrecorded attention implementation
+    # was the model's default one.
     frame = frame.reindex(columns=COLUMNS)
+    frame["attn_implementation"] = frame["attn_implementation"].fillna(ATTN_UNRECORDED)
     unknown = ~frame["status"].isin(STATUSES)
     if unknown.any():
         values = sorted({str(v) for v in frame.loc[unknown, "status"]})

@@ -1,0 +1,114 @@
+"""``hf_generate``: ``PrefixModel.generate()`` as Hugging Face users call it: greedy and beam-search
+tokens behind a real-token prefix equal those of the model run on the concatenated real tokens (the
+oracle; greedy step logits within the dtype's bar too), on a batch and a left-padded batch (greedy) and on the batch (beams, 3 of them). The row's
+message says which path ran: the model's own ``generate()`` with the prefix handed over, or the
+harness's own loop where the model's generate() cannot take a prefix (beams are then not available
+and only greedy is measured). PEFT's rows use PEFT's ``generate()``.
+
+Control: the real-token prefix changes the no-prefix model's greedy tokens (inputs are redrawn until
+it does, else inconclusive), so a path that loses the prefix fails."""
+import copy
+
+import torch
+
+from harness.matrix.bench import Measurement, inconclusive
+from harness.matrix.oracle import (
+    greedy_full_recompute,
+    oracle,
+    real_prefix_kv,
+    relative_error,
+)
+
+from . import ATTEMPTS
+
+NEW_TOKENS, ROWS, LENGTH, LEFT_LENGTHS, BEAMS = 6, 3, 5, [5, 3, 4], 3
+
+
+def _exact_n(model, **settings):
+    """A generation config that picks exactly n tokens: no end-of-sequence stop."""
+    config = copy.deepcopy(model.generation_config)
+    config.eos_token_id, config.min_new_tokens, config.do_sample = None, None, False
+    config.pad_token_id = config.pad_token_id if config.pad_token_id is not None else 0
+    for k, v in settings.items():
+        setattr(config, k, v)
+    return config
+
+
+@oracle
+@torch.no_grad()
+def beam_full_context(model, prefix_ids, ids, n: int):
+    """The model's own beam search on [prefix; input] (no past, nothing prefix-related): (B, n)."""
+    b, p = ids.shape[0], prefix_ids.shape[-1]
+    full = torch.cat((prefix_ids.reshape(1, p).expand(b, -1), ids), dim=1)
+    out = model.generate(input_ids=full, attention_mask=torch.ones_like(full), max_new_tokens=n,
+                         generation_config=_exact_n(model, num_beams=BEAMS))
+    return out[:, full.shape[1]:]
+
+
+def _generate(attached, ids, mask, **settings):
+    """New tokens (B, n) from the adapter's user-facing generate(), each step's logits (B, n, V) for
+    greedy decoding (else None), and the path that ran."""
+    pm = getattr(attached, "pm", None)
+    greedy = settings.get("num_beams", 1) == 1
+    if pm is not None:
+        out = pm.generate(ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, output_logits=greedy, **settings)
+        out, logits = out if greedy else (out, None)
+        return out[:, ids.shape[1]:], logits, pm.last_generate_path[0], pm.last_generate_path[1]
+    model = attached.model  # PEFT
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, return_dict_in_generate=True,
+                         output_logits=greedy, generation_config=_exact_n(attached.base, **settings))
+    logits = torch.stack(out.logits, dim=1) if greedy and getattr(out, "logits", None) else None
+    return out.sequences[:, ids.shape[1]:], logits, "PEFT generate()", "PEFT's own"
+
+
+def run(bench):
+    attached = bench.attach()
+    base, contract = attached.base, bench.contract
+    for _ in range(ATTEMPTS):
+        prefix = bench.prefix_tokens()
+        legs = {"greedy batch": bench.inputs(batch=ROWS, length=LENGTH),
+                "greedy left-padded batch": bench.inputs(batch=ROWS, length=LENGTH, lengths=LEFT_LENGTHS, side="left")}
+        ids, mask = legs["greedy batch"]
+        with torch.no_grad():
+            control, _ = greedy_full_recompute(contract, base, prefix[:0], ids, NEW_TOKENS, mask)
+            wants = {k: greedy_full_recompute(contract, base, prefix, i, NEW_TOKENS, m) for k, (i, m) in legs.items()}
+        changed = int((control != wants["greedy batch"][0]).sum())
+        if changed:
+            break
+    else:
+        return inconclusive(f"the real-token prefix changed none of the {ROWS}x{NEW_TOKENS} greedy tokens on any of "
+                            f"{ATTEMPTS} inputs tried")
+    with torch.no_grad():
+        attached.plant(real_prefix_kv(contract, base, prefix, ids[:1]))
+    report, wrong_total, paths, worst = [], 0, [], 0.0
+    for name, (i, m) in legs.items():
+        got, got_logits, path, why = _generate(attached, i, m, do_sample=False)
+        paths.append((path, why))
+        want, want_logits = wants[name]
+        wrong = want.numel() if got.shape != want.shape else int((got != want).sum())
+        wrong_total += wrong
+        note = f"{name}: {wrong} of {want.numel()} tokens differ"
+        if wrong:
+            note += f" (got {got.tolist()}, want {want.tolist()})"
+        elif got_logits is not None:
+            err = relative_error(got_logits.to(want_logits), want_logits)
+            worst = max(worst, err)
+            note += f", step logits relative error {err:.2e}"
+        report.append(note)
+    if worst > bench.tolerance:
+        report.append(f"step logits off by more than the bar {bench.tolerance:g}")
+    if paths[0][0] == "harness loop":
+        report.append("beam search: not available (the harness loop runs greedy and sampling only)")
+    else:
+        want = beam_full_context(base, prefix, ids, NEW_TOKENS)
+        got, _, path, why = _generate(attached, ids, mask, num_beams=BEAMS)
+        paths.append((path, why))
+        wrong = want.numel() if got.shape != want.shape else int((got != want).sum())
+        wrong_total += wrong
+        report.append(f"beam search ({BEAMS} beams): {wrong} of {want.numel()} tokens differ"
+                      + (f" (got {got.tolist()}, want {want.tolist()})" if wrong else ""))
+    used = sorted({p for p, _ in paths})
+    report.append(f"path: {', '.join(used)} ({paths[0][1]})")
+    return Measurement(wrong_total == 0 and worst <= bench.tolerance, float(wrong_total), 0.0,
+                       "; ".join(report) + f" (control: the prefix changes {changed} of {ROWS * NEW_TOKENS} tokens)",
+                       {"control_changed": changed, "path": ", ".join(used)})
