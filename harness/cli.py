@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("report", help="compatibility table of a run (the newest by default)")
     p.add_argument("runs", nargs="*", help="run folder(s) or run id(s); several need --pivot")
-    p.add_argument("--pivot", choices=("transformers", "peft", "torch", "device", "dtype"),
+    p.add_argument("--pivot", choices=("transformers", "peft", "torch", "device", "dtype", "attn"),
                    help="one table across runs, a row per model and value of this")
     p.add_argument("--format", choices=("md", "html"), default="md")
     p.add_argument("--sweep", action="store_true", help="the sweep table of a sweep run: a line per model type")

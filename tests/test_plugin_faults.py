@@ -27,7 +27,8 @@ def _spec(folder: Path, name: str, model_class=None, config_class="fault_models:
 def _pytest(tmp: Path, *args, run_id="r"):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", str(ROOT / "harness"),
-           "--results-dir", str(tmp / "results"), "--run-id", run_id, *args]
+           "--results-dir", str(tmp / "results"), "--run-id", run_id,
+           "--dtype", "float32", "--attn", "sdpa", "--no-mlp-variant", *args]  # one cell per check (later args win)
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
 

@@ -30,7 +30,8 @@ def _spec_dir(tmp: Path, name: str, broken: bool, declare: bool = False) -> Path
 def _run(tmp: Path, run_id: str, specs: Path, checks: str) -> Path:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "harness"),
            "--specs", str(specs), "--models", "llama", "--adapters", "harness", "--checks", checks,
-           "--results-dir", str(tmp / "results"), "--run-id", run_id, "--steps", "2"]
+           "--results-dir", str(tmp / "results"), "--run-id", run_id, "--steps", "2",
+           "--dtype", "float32", "--attn", "sdpa", "--no-mlp-variant"]  # one cell per check: the default axes would add dtype/attention/mlp rows
     subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     return results.runs_root(tmp / "results") / run_id
 
@@ -167,7 +168,7 @@ def test_a_cell_that_kills_its_worker_still_gets_its_row(tmp_path):
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "tests")}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "1", str(ROOT / "harness"),
            "--specs", str(folder), "--models", "crashy", "--adapters", "harness", "--checks", "accepts",
-           "--results-dir", str(tmp_path / "results"), "--run-id", "crash"]
+           "--results-dir", str(tmp_path / "results"), "--run-id", "crash", "--dtype", "float32", "--attn", "sdpa", "--no-mlp-variant"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode != 0
     df = results.read_run(results.runs_root(tmp_path / "results") / "crash")

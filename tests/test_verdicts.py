@@ -28,6 +28,7 @@ from harness.core.spec import SPEC_DIR, load_spec
 from harness.matrix.adapters import attach as real_attach
 from harness.matrix.adapters.ours import PrefixModelAttached
 from harness.matrix.bench import Bench, Settings
+from harness.reporting.results import library_versions
 from harness.matrix.cells import Cell
 from harness.matrix.checks import run as run_check
 
@@ -105,6 +106,14 @@ def _spec(name):
     return load_spec(SPEC_DIR / f"{name}.yaml")
 
 
+def _undeclared_checks(spec) -> list[str]:
+    """The checks the harness adapter's default row is expected to pass (the spec declares the rest,
+    e.g. Qwen v1's own code dropping the cache under gradient checkpointing)."""
+    versions = library_versions()
+    return [c for c in names.CHECKS
+            if spec.expected_failure("harness", c, "default", spec.build.code_source, versions) is None]
+
+
 # ----------------------------------------------------------------------------- tests
 @pytest.mark.parametrize("name", SEED_FAMILIES)
 @pytest.mark.parametrize("kind", sorted(BROKEN))
@@ -123,7 +132,7 @@ def test_a_broken_adapter_fails_every_check(name, kind):
 @pytest.mark.parametrize("name", SEED_FAMILIES)
 def test_reversing_k_and_v_together_is_seen_only_in_the_cache(name):
     spec = _spec(name)
-    verdicts = {c: _measure(spec, c, steps=20, attacher=_broken_attacher("reverses")) for c in names.CHECKS}
+    verdicts = {c: _measure(spec, c, steps=20, attacher=_broken_attacher("reverses")) for c in _undeclared_checks(spec)}
     assert not verdicts["accepts"].passed and not verdicts["accepts"].inconclusive, verdicts["accepts"].message
     assert all(m.passed for c, m in verdicts.items() if c != "accepts"), {c: m.message for c, m in verdicts.items()}
 
@@ -133,7 +142,7 @@ def test_right_rows_pass_on_every_seed(name):
     spec = _spec(name)
     bad = []
     for seed in SEEDS:
-        for check in names.CHECKS:
+        for check in _undeclared_checks(spec):
             m = _measure(spec, check, seed=seed)
             if not m.passed:
                 bad.append(f"seed {seed} {check}: {m.message[:200]}")

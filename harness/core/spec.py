@@ -130,16 +130,22 @@ class ExpectedFailure:
     # When given, the declaration covers only a failure whose message contains this text
     # (case-sensitive substring): another error in the same cell is an error, not an expected failure.
     raises: str | None = None
+    # The dtypes the failure is measured under ("*": all). A failure that is a small numerical error can
+    # fall below a lower precision's bar, so such a declaration names the dtype it was measured in.
+    dtypes: tuple[str, ...] = ("*",)
 
     def covers_message(self, message: str | None) -> bool:
         """Whether a failure with this message is the one declared (always, when no ``raises``)."""
         return self.raises is None or (message is not None and self.raises in message)
 
-    def matches(self, adapter: str, check: str, variant: str, code_source: str, versions: dict[str, str]) -> bool:
+    def matches(self, adapter: str, check: str, variant: str, code_source: str, versions: dict[str, str],
+                dtype: str = "float32") -> bool:
         def hit(value, allowed):
             return "*" in allowed or value in allowed
 
         if not (hit(adapter, self.adapters) and hit(check, self.checks) and hit(variant, self.variants)):
+            return False
+        if not hit(dtype, self.dtypes):
             return False
         if not hit(code_source, self.code_sources):
             return False
@@ -178,9 +184,9 @@ class ModelSpec:
                 return v
         raise KeyError(name)
 
-    def expected_failure(self, adapter, check, variant, code_source, versions) -> ExpectedFailure | None:
+    def expected_failure(self, adapter, check, variant, code_source, versions, dtype="float32") -> ExpectedFailure | None:
         for ef in self.expected_failures:
-            if ef.matches(adapter, check, variant, code_source, versions):
+            if ef.matches(adapter, check, variant, code_source, versions, dtype):
                 return ef
         return None
 
@@ -508,7 +514,7 @@ def _read_expected(r: _Reader, data, variant_names) -> tuple[ExpectedFailure, ..
         fld = f"expected_failures[{i}]"
         e = r.mapping(item, fld, {"adapter": True, "check": True, "variant": False, "code_source": False,
                                   "transformers": False, "peft": False, "torch": False, "raises": False,
-                                  "reason": True})
+                                  "dtype": False, "reason": True})
         raises = None
         if "raises" in e:  # any non-empty text; whitespace counts (it is matched as written)
             if not isinstance(e["raises"], str) or not e["raises"].strip():
@@ -525,6 +531,7 @@ def _read_expected(r: _Reader, data, variant_names) -> tuple[ExpectedFailure, ..
             versions=versions,
             reason=r.string(e["reason"], f"{fld}.reason"),
             raises=raises,
+            dtypes=r.names(e.get("dtype", "*"), f"{fld}.dtype", names.DTYPES),
         ))
     return tuple(out)
 

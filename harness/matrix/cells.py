@@ -55,7 +55,8 @@ class Cell:
         return f"{self._name}-{adapter}{self.check}{suffix}{self._axes}"
 
     def expected_failure(self, versions: dict[str, str]):
-        return self.spec.expected_failure(self.adapter, self.check, self.variant.name, self.code_source, versions)
+        return self.spec.expected_failure(self.adapter, self.check, self.variant.name, self.code_source, versions,
+                                          self.dtype)
 
 
 def split(value: str | None) -> list[str] | None:
