@@ -224,6 +224,10 @@ def _repairs(shrunk: S.Shrunk):
         yield ", ".join(done), o, layers
     if r.get("heads") and r.get("head_dim") and o.get(r["head_dim"]):  # heads x head dim == 2 x hidden (Mamba-2)
         yield ", ".join(done + [f"{r['heads']} doubled"]), S.merged(o, **{r["heads"]: 2 * o[r["heads"]]}), layers
+    hid = r.get("hidden")
+    if hid and o.get(hid):  # a size rounded up to a multiple of 64 from a fraction of hidden (xLSTM's qk_dim)
+        twice = {a: 2 * o[hid] for a in (hid, *S.ALIASES["hidden"]) if o.get(a) == o[hid]}
+        yield ", ".join(done + [f"{hid} doubled"]), S.merged(o, **twice), layers
 
 
 def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: list):

@@ -24,6 +24,9 @@ ROLES = {
     "max_positions": ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_seq_len",
                       "max_sequence_length", "max_seq_length"),
 }
+# Second names of one size, tied to the role's attribute when their defaults are equal (xLSTM keeps
+# hidden_size == embedding_dim and num_hidden_layers == num_blocks; its blocks read the second name)
+ALIASES = {"hidden": ("embedding_dim",), "layers": ("num_blocks",)}
 # Sizes that have no cache axis of their own: set tiny so the model builds fast, never varied.
 INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", "d_ff", "decoder_ffn_dim",
                 "moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size",
@@ -131,6 +134,10 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     out: dict = {}
     for role, attr in roles.items():
         out[attr] = layers if role == "layers" else TINY[role]
+    aliases = [a for role, names in ALIASES.items() if role in roles for a in names
+               if a not in out and _is_int(defaults.get(a)) and defaults[a] == defaults[roles[role]]]
+    for role, names in ALIASES.items():
+        out.update({a: out[roles[role]] for a in names if a in aliases})
     for name in INTERMEDIATE:
         if _is_int(defaults.get(name)):
             out[name] = INTER
@@ -186,7 +193,7 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     out.update(_token_ids(defaults))
     # Per-layer lists and patterns (layer_types, layers_block_type, "M-M*" strings...) follow the layers.
     old_n = defaults.get(roles.get("layers")) if "layers" in roles else None
-    layer_lists = []
+    layer_lists = [a for a in aliases if a in ALIASES["layers"]]  # resized with the layers too
     if _is_int(old_n):
         for name, value in defaults.items():
             # lists, and pattern strings such as "M-M*-" (upper case and symbols: never a word like "gelu")
@@ -194,6 +201,11 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
             if pattern and len(value) == old_n and old_n > 1 and name not in out:
                 out[name] = _resize_pattern(value, old_n, layers)
                 layer_lists.append(name)
+    kinds = out.get("layer_types")
+    if defaults.get("rope_parameters") == {} and isinstance(kinds, list) and all(isinstance(k, str) for k in kinds):
+        # per-layer-type rotary parameters left empty by the class (Cohere Compass reads one entry per
+        # kind and fails on none): the plain default rotary for each kind the tiny model has
+        out["rope_parameters"] = {k: {"rope_type": "default", "rope_theta": 10000.0} for k in dict.fromkeys(kinds)}
     # Sub-configs (text_config, vision_config...) shrink the same way.
     for name, value in defaults.items():
         if isinstance(value, dict) and name.endswith("_config") and value:
