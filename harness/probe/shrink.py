@@ -49,6 +49,10 @@ RECURRENT = {"mamba_n_heads": 8, "n_mamba_heads": 8, "mamba_num_heads": 8, "mamb
              "mamba_n_groups": 1, "n_groups": 1, "linear_num_heads": 4, "linear_head_dim": 16,
              "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_key_head_dim": 16,
              "linear_value_head_dim": 16, "attention_head_dim": 32, "mamba_d_ssm": 128}
+# Token rows that come grouped (MusicGen's decoder reads batch x num_codebooks rows and sums each
+# group's embeddings into one position): one row per position, as the probe's inputs are; the
+# cache (one K/V per batch row) is laid out the same whatever the group size
+GROUPS = {"num_codebooks": 1}
 # partial rotary: at most the tiny head dim's half (GPT-J / CodeGen default 64 > head dim 16)
 ROTARY = {"rotary_dim": 8}
 LAYER_INDEX_LISTS = ("_layer_indices", "_idxs", "_layer_ids", "_layers_idx")
@@ -169,7 +173,7 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
         m = SIDE.match(name)
         if m and _is_int(value) and name not in out:
             out[name] = {"layers": layers, "attention_heads": HEADS, "ffn_dim": INTER}[m.group(2)]
-    for name, value in {**RECURRENT, **ROTARY}.items():
+    for name, value in {**RECURRENT, **ROTARY, **GROUPS}.items():
         if _is_int(defaults.get(name)) and name not in out:
             out[name] = value
     hid = roles.get("hidden")
