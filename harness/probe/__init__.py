@@ -99,8 +99,8 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.notes.append("sizes not recognised (left at class defaults): " +
                          ", ".join(f"{r} (looked for {', '.join(S.ROLES[r])})" for r in missing))
     res.sliding_window = _windows(shrunk)
-    res.notes.extend(f"{k}={v} set: the real model reads its input rows grouped by {k} (audio codebooks); the "
-                     f"tiny one reads one row per sequence, the cache layout is the same" for k, v in S.GROUPS.items()
+    res.notes.extend(f"{k}={v} set in the tiny model (audio codebooks; MusicGen's decoder reads its input rows grouped "
+                     f"by {k}): a real checkpoint's inputs may need that grouping, its K/V layout does not change" for k, v in S.GROUPS.items()
                      if k in shrunk.overrides)
     builder = Builder(config_class, model_class, defaults, fixed, kept, sub=sub, outer=outer)
     vocab_limit = S.SPECIAL_BASE if "vocab" in shrunk.roles else 100
