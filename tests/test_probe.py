@@ -222,3 +222,11 @@ def test_shrink_repairs_measured():
         result = probe_model_type(model_type)
         assert result.status == "ok", result.reason
         assert note is None or any(note in n for n in result.notes)
+
+
+def test_validator_demands_are_set_then_measured():
+    # Gemma 4 Assistant's defaults fail its own validator ("... must be 0, got 256"): set as it demands,
+    # the tiny model builds, and its forward is measured to need the target model's K/V states
+    result = probe_model_type("gemma4_assistant")
+    assert result.status == "n/a" and "shared_kv_states" in result.reason
+    assert any("hidden_size_per_layer_input': 0" in n for n in result.notes)

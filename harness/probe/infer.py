@@ -55,6 +55,8 @@ class Builder:
     # overrides are its settings, and ``outer`` the tiny settings of the rest (other sub-configs shrunk)
     sub: str | None = None
     outer: dict = field(default_factory=dict)
+    # settings the config's own validator demands (shrink.valid_defaults), merged over every build
+    required: dict = field(default_factory=dict)
 
     def run(self, model, batch: int, seq: int, vocab_limit: int, seed: int = 0):
         """One forward with a cache on random rows that hold the required tokens."""
@@ -64,8 +66,12 @@ class Builder:
     def settings(self, overrides: dict) -> dict:
         """The config's keyword arguments for these (sub-config) overrides."""
         if self.sub:
-            return {**self.base, **self.outer, self.sub: overrides, **self.fixed}
-        return {**self.base, **overrides, **self.fixed}
+            out = {**self.base, **self.outer, self.sub: overrides, **self.fixed}
+        else:
+            out = {**self.base, **overrides, **self.fixed}
+        for k, v in self.required.items():  # a sub-config's demanded settings join its shrunk ones
+            out[k] = {**(out.get(k) or {}), **v} if isinstance(v, dict) else v
+        return out
 
     def sizes_of(self, config):
         """The config object the sizes are read from: the sub-config of a composite one."""

@@ -101,6 +101,43 @@ def defaults_of(config_class) -> dict:
     return config_class().to_dict()
 
 
+# A validator's demand that names one setting and its one allowed value (Gemma 4 Assistant's defaults
+# fail its own validator: "hidden_size_per_layer_input must be 0, got 256")
+_MUST_BE = re.compile(r"\b(\w+) must be (-?\d+|True|False|None), got")
+
+
+def valid_defaults(config_class, given: dict, tries: int = 8) -> tuple[dict, dict]:
+    """The defaults (a dict) of a config class built from ``given``, and the settings its validator
+    named when the class's own defaults fail it: {attribute: value}, or {sub_config: {attribute: value}}
+    for an attribute of a sub-config. Raises the first error when the validator names no fixable value."""
+    required: dict = {}
+    first = None
+    for _ in range(tries):
+        kwargs = {**given, **{k: {**given.get(k, {}), **v} if isinstance(v, dict) else v for k, v in required.items()}}
+        try:
+            return config_class(**kwargs).to_dict(), required
+        except Exception as e:  # noqa: BLE001 - fixable only when the message names a setting and its value
+            first = first or e
+            m = _MUST_BE.search(str(e))
+            if not m:
+                raise first from None
+            name, value = m.group(1), {"True": True, "False": False, "None": None}.get(m.group(2), m.group(2))
+            value = int(value) if isinstance(value, str) else value
+            subs = getattr(config_class, "sub_configs", {}) or {}
+            owner = next((k for k, c in subs.items() if name in getattr(c, "__dataclass_fields__", {})), None)
+            # a sub-config typed only as AutoConfig: the language model's (Gemma 4 Assistant's text_config)
+            owner = owner or next((k for k in TEXT_SUB_CONFIGS if k in subs), None)
+            if name in init_params(config_class) or name in getattr(config_class, "__dataclass_fields__", {}):
+                owner = None
+            if (owner and required.get(owner, {}).get(name) == value) or (not owner and required.get(name) == value):
+                raise first from None  # asked again for what is already set: not fixable this way
+            if owner:
+                required[owner] = {**required.get(owner, {}), name: value}
+            else:
+                required[name] = value
+    raise first from None
+
+
 def _first(keys, names):
     return next((n for n in names if n in keys), None)
 
