@@ -211,3 +211,22 @@ def test_attention_layers_container_plants_only_attention_layers():
 def test_a_forward_that_needs_other_inputs_is_na():
     result = probe_model_type("xmod")  # an encoder stack with language adapters: needs a language id
     assert result.status == "n/a" and "needs other inputs" in result.reason and "language" in result.reason
+
+
+def test_shrink_repairs_measured():
+    # xLSTM: second size names tied and hidden doubled (qk_dim rounds up to 64); then measured: no per-layer K/V
+    xlstm = probe_model_type("xlstm")
+    assert xlstm.status == "n/a" and "no per-layer keys/values" in xlstm.reason
+    # Cohere Compass: per-kind rope_parameters the class leaves {}; MusicGen: one row per codebook group
+    for model_type, note in (("cohere_compass_text", None), ("musicgen", "num_codebooks=1 set")):
+        result = probe_model_type(model_type)
+        assert result.status == "ok", result.reason
+        assert note is None or any(note in n for n in result.notes)
+
+
+def test_validator_demands_are_set_then_measured():
+    # Gemma 4 Assistant's defaults fail its own validator ("... must be 0, got 256"): set as it demands,
+    # the tiny model builds, and its forward is measured to need the target model's K/V states
+    result = probe_model_type("gemma4_assistant")
+    assert result.status == "n/a" and "shared_kv_states" in result.reason
+    assert any("hidden_size_per_layer_input': 0" in n for n in result.notes)

@@ -65,8 +65,8 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
     res = ProbeResult(target=target, status="probe-failed", model_type=model_type)
     try:
         config_json = {k: v for k, v in (config_json or {}).items() if k not in _META_KEYS}
-        defaults = config_class(**config_json).to_dict() if config_json else S.defaults_of(config_class)
-        class_defaults = S.defaults_of(config_class)
+        defaults, required = S.valid_defaults(config_class, config_json)
+        class_defaults = S.valid_defaults(config_class, {})[0]
     except Exception as e:  # noqa: BLE001
         res.reason = f"the config class {config_class.__name__} cannot be built with its defaults: {_first_line(e)}"
         return res
@@ -99,7 +99,12 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.notes.append("sizes not recognised (left at class defaults): " +
                          ", ".join(f"{r} (looked for {', '.join(S.ROLES[r])})" for r in missing))
     res.sliding_window = _windows(shrunk)
-    builder = Builder(config_class, model_class, defaults, fixed, kept, sub=sub, outer=outer)
+    res.notes.extend(f"{k}={v} set in the tiny model (audio codebooks; MusicGen's decoder reads its input rows grouped "
+                     f"by {k}): a real checkpoint's inputs may need that grouping, its K/V layout does not change" for k, v in S.GROUPS.items()
+                     if k in shrunk.overrides)
+    builder = Builder(config_class, model_class, defaults, fixed, kept, sub=sub, outer=outer, required=required)
+    if required:
+        res.notes.append(f"the class defaults fail its own validator; set as it demands: {required}")
     vocab_limit = S.SPECIAL_BASE if "vocab" in shrunk.roles else 100
     try:
         kv = infer_kv(builder, shrunk, vocab_limit)

@@ -55,6 +55,8 @@ class Builder:
     # overrides are its settings, and ``outer`` the tiny settings of the rest (other sub-configs shrunk)
     sub: str | None = None
     outer: dict = field(default_factory=dict)
+    # settings the config's own validator demands (shrink.valid_defaults), merged over every build
+    required: dict = field(default_factory=dict)
 
     def run(self, model, batch: int, seq: int, vocab_limit: int, seed: int = 0):
         """One forward with a cache on random rows that hold the required tokens."""
@@ -64,8 +66,12 @@ class Builder:
     def settings(self, overrides: dict) -> dict:
         """The config's keyword arguments for these (sub-config) overrides."""
         if self.sub:
-            return {**self.base, **self.outer, self.sub: overrides, **self.fixed}
-        return {**self.base, **overrides, **self.fixed}
+            out = {**self.base, **self.outer, self.sub: overrides, **self.fixed}
+        else:
+            out = {**self.base, **overrides, **self.fixed}
+        for k, v in self.required.items():  # a sub-config's demanded settings join its shrunk ones
+            out[k] = {**(out.get(k) or {}), **v} if isinstance(v, dict) else v
+        return out
 
     def sizes_of(self, config):
         """The config object the sizes are read from: the sub-config of a composite one."""
@@ -224,6 +230,10 @@ def _repairs(shrunk: S.Shrunk):
         yield ", ".join(done), o, layers
     if r.get("heads") and r.get("head_dim") and o.get(r["head_dim"]):  # heads x head dim == 2 x hidden (Mamba-2)
         yield ", ".join(done + [f"{r['heads']} doubled"]), S.merged(o, **{r["heads"]: 2 * o[r["heads"]]}), layers
+    hid = r.get("hidden")
+    if hid and o.get(hid):  # a size rounded up to a multiple of 64 from a fraction of hidden (xLSTM's qk_dim)
+        twice = {a: 2 * o[hid] for a in (hid, *S.ALIASES["hidden"]) if o.get(a) == o[hid]}
+        yield ", ".join(done + [f"{hid} doubled"]), S.merged(o, **twice), layers
 
 
 def _build_base(builder: Builder, shrunk: S.Shrunk, vocab_limit: int, notes: list):

@@ -24,6 +24,9 @@ ROLES = {
     "max_positions": ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_seq_len",
                       "max_sequence_length", "max_seq_length"),
 }
+# Second names of one size, tied to the role's attribute when their defaults are equal (xLSTM keeps
+# hidden_size == embedding_dim and num_hidden_layers == num_blocks; its blocks read the second name)
+ALIASES = {"hidden": ("embedding_dim",), "layers": ("num_blocks",)}
 # Sizes that have no cache axis of their own: set tiny so the model builds fast, never varied.
 INTERMEDIATE = ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim", "d_ff", "decoder_ffn_dim",
                 "moe_intermediate_size", "shared_expert_intermediate_size", "expert_intermediate_size",
@@ -46,6 +49,10 @@ RECURRENT = {"mamba_n_heads": 8, "n_mamba_heads": 8, "mamba_num_heads": 8, "mamb
              "mamba_n_groups": 1, "n_groups": 1, "linear_num_heads": 4, "linear_head_dim": 16,
              "linear_num_key_heads": 4, "linear_num_value_heads": 4, "linear_key_head_dim": 16,
              "linear_value_head_dim": 16, "attention_head_dim": 32, "mamba_d_ssm": 128}
+# Token rows that come grouped (MusicGen's decoder reads batch x num_codebooks rows and sums each
+# group's embeddings into one position): one row per position, as the probe's inputs are; the
+# cache (one K/V per batch row) is laid out the same whatever the group size
+GROUPS = {"num_codebooks": 1}
 # partial rotary: at most the tiny head dim's half (GPT-J / CodeGen default 64 > head dim 16)
 ROTARY = {"rotary_dim": 8}
 LAYER_INDEX_LISTS = ("_layer_indices", "_idxs", "_layer_ids", "_layers_idx")
@@ -94,6 +101,43 @@ def defaults_of(config_class) -> dict:
     return config_class().to_dict()
 
 
+# A validator's demand that names one setting and its one allowed value (Gemma 4 Assistant's defaults
+# fail its own validator: "hidden_size_per_layer_input must be 0, got 256")
+_MUST_BE = re.compile(r"\b(\w+) must be (-?\d+|True|False|None), got")
+
+
+def valid_defaults(config_class, given: dict, tries: int = 8) -> tuple[dict, dict]:
+    """The defaults (a dict) of a config class built from ``given``, and the settings its validator
+    named when the class's own defaults fail it: {attribute: value}, or {sub_config: {attribute: value}}
+    for an attribute of a sub-config. Raises the first error when the validator names no fixable value."""
+    required: dict = {}
+    first = None
+    for _ in range(tries):
+        kwargs = {**given, **{k: {**given.get(k, {}), **v} if isinstance(v, dict) else v for k, v in required.items()}}
+        try:
+            return config_class(**kwargs).to_dict(), required
+        except Exception as e:  # noqa: BLE001 - fixable only when the message names a setting and its value
+            first = first or e
+            m = _MUST_BE.search(str(e))
+            if not m:
+                raise first from None
+            name, value = m.group(1), {"True": True, "False": False, "None": None}.get(m.group(2), m.group(2))
+            value = int(value) if isinstance(value, str) else value
+            subs = getattr(config_class, "sub_configs", {}) or {}
+            owner = next((k for k, c in subs.items() if name in getattr(c, "__dataclass_fields__", {})), None)
+            # a sub-config typed only as AutoConfig: the language model's (Gemma 4 Assistant's text_config)
+            owner = owner or next((k for k in TEXT_SUB_CONFIGS if k in subs), None)
+            if name in init_params(config_class) or name in getattr(config_class, "__dataclass_fields__", {}):
+                owner = None
+            if (owner and required.get(owner, {}).get(name) == value) or (not owner and required.get(name) == value):
+                raise first from None  # asked again for what is already set: not fixable this way
+            if owner:
+                required[owner] = {**required.get(owner, {}), name: value}
+            else:
+                required[name] = value
+    raise first from None
+
+
 def _first(keys, names):
     return next((n for n in names if n in keys), None)
 
@@ -131,6 +175,10 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     out: dict = {}
     for role, attr in roles.items():
         out[attr] = layers if role == "layers" else TINY[role]
+    aliases = [a for role, names in ALIASES.items() if role in roles for a in names
+               if a not in out and _is_int(defaults.get(a)) and defaults[a] == defaults[roles[role]]]
+    for role, names in ALIASES.items():
+        out.update({a: out[roles[role]] for a in names if a in aliases})
     for name in INTERMEDIATE:
         if _is_int(defaults.get(name)):
             out[name] = INTER
@@ -162,7 +210,7 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
         m = SIDE.match(name)
         if m and _is_int(value) and name not in out:
             out[name] = {"layers": layers, "attention_heads": HEADS, "ffn_dim": INTER}[m.group(2)]
-    for name, value in {**RECURRENT, **ROTARY}.items():
+    for name, value in {**RECURRENT, **ROTARY, **GROUPS}.items():
         if _is_int(defaults.get(name)) and name not in out:
             out[name] = value
     hid = roles.get("hidden")
@@ -186,7 +234,7 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
     out.update(_token_ids(defaults))
     # Per-layer lists and patterns (layer_types, layers_block_type, "M-M*" strings...) follow the layers.
     old_n = defaults.get(roles.get("layers")) if "layers" in roles else None
-    layer_lists = []
+    layer_lists = [a for a in aliases if a in ALIASES["layers"]]  # resized with the layers too
     if _is_int(old_n):
         for name, value in defaults.items():
             # lists, and pattern strings such as "M-M*-" (upper case and symbols: never a word like "gelu")
@@ -194,6 +242,11 @@ def shrink(defaults: dict, layers: int = LAYERS, params: set | None = None) -> S
             if pattern and len(value) == old_n and old_n > 1 and name not in out:
                 out[name] = _resize_pattern(value, old_n, layers)
                 layer_lists.append(name)
+    kinds = out.get("layer_types")
+    if defaults.get("rope_parameters") == {} and isinstance(kinds, list) and all(isinstance(k, str) for k in kinds):
+        # per-layer-type rotary parameters left empty by the class (Cohere Compass reads one entry per
+        # kind and fails on none): the plain default rotary for each kind the tiny model has
+        out["rope_parameters"] = {k: {"rope_type": "default", "rope_theta": 10000.0} for k in dict.fromkeys(kinds)}
     # Sub-configs (text_config, vision_config...) shrink the same way.
     for name, value in defaults.items():
         if isinstance(value, dict) and name.endswith("_config") and value:
