@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _spec_dir(tmp: Path, name: str, broken: bool, declare: bool = False) -> Path:
     spec = yaml.safe_load((ROOT / "model_specs" / "llama.yaml").read_text())
-    if broken:  # a wrong layout: the model rejects the prefix
-        spec["kv"]["layout"] = ["b", "s", "h", "d"]
+    if broken:  # too many KV heads: the model rejects the prefix (a wrong layout would fail the oracle
+        spec["kv"]["heads"] = ["num_attention_heads"]  # itself, reading the real cache: an error, never declared)
     spec["expected_failures"] = [{"adapter": "harness", "check": "accepts", "transformers": ">=0",
                                   "reason": "declared for the test"}] if declare else []
     folder = tmp / name
@@ -126,7 +126,7 @@ def test_pivot_puts_each_version_on_its_own_row(runs, tmp_path):
     now = results.library_versions()["transformers"]
     assert [r.split(" | ")[1] for r in rows] == ["4.37.2", now]
     # columns accepts, equivalence, gradients: the union of both runs' checks
-    assert rows[0].endswith("| ERROR [1] | ERROR [2] | - |")  # two different errors, two notes
+    assert rows[0].endswith("| ERROR [1] | ERROR [1] | - |")  # the same error in both cells: one note
     assert rows[1].endswith("| pass | - | pass |")
 
 
