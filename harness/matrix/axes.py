@@ -156,8 +156,8 @@ def set_attention(model, attn: str):
     if getattr(model.config, "_attn_implementation", None) == attn:
         return model
     if hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation(attn)
-    else:
+        model.set_attn_implementation(attn)  # some classes (Falcon) only warn that they cannot switch
+    if getattr(model.config, "_attn_implementation", None) != attn:
         config = copy.deepcopy(model.config)
         config._attn_implementation = attn
         rebuilt = type(model)(config).to(device=next(model.parameters()).device, dtype=next(model.parameters()).dtype)

@@ -150,3 +150,33 @@ def swap_gap(kv) -> float:
 def order_gap(kv) -> float:
     """max |K/V - K/V with the positions (dim -2) reversed|, over K and V: 0 means a reversal could not show."""
     return max(float((t - t.flip(-2)).abs().max()) for t in kv_parts(kv))
+
+
+def compare_greedy(got, got_logits, want, want_logits, tol: float) -> tuple[int, float, int]:
+    """Greedy tokens (B, n) and step logits (B, n, V) of an adapter against the oracle's.
+
+    Returns (tokens that differ, step-logits relative error over the steps compared, rows cut at a tie).
+    A row may part from the oracle at a near-tie: where the token it chose scores, in the oracle's own
+    logits, within the dtype's bar of the oracle's choice (in bfloat16 two runs of the same model differ
+    by that much), the row is compared up to and including that step and not after (the two sequences
+    then condition on different tokens). Any other differing token counts as wrong."""
+    if got.shape != want.shape:
+        return want.numel(), float("inf"), 0
+    wrong, ties = 0, 0
+    compared = torch.ones(want.shape, dtype=torch.bool, device=want.device)  # (B, n) steps whose logits are compared
+    for r in range(want.shape[0]):
+        differ = (got[r] != want[r]).nonzero()
+        if not len(differ):
+            continue
+        j = int(differ[0])
+        step = want_logits[r, j].float()  # (V,)
+        margin = float(step.max() - step[got[r, j]])
+        if margin <= tol * max(float(step.abs().max()), 1e-6):
+            ties += 1
+            compared[r, j + 1:] = False
+        else:
+            wrong += int(len(differ))
+    if got_logits is None:
+        return wrong, 0.0, ties
+    err = relative_error(got_logits[compared].to(want_logits), want_logits[compared])
+    return wrong, err, ties

@@ -14,6 +14,7 @@ import warnings
 
 import torch
 
+from harness.core.layout import kv_map, kv_parts, kv_with_batch
 from harness.matrix.bench import Measurement, inconclusive
 from harness.matrix.oracle import (
     no_prefix_logits,
@@ -46,11 +47,11 @@ def _no_dropout(model):
 def _reference(contract, model, kv, ids, mask, loss_fn):
     """Training-mode logits (B, L, V) and d loss / d K/V (layers, 2, H, P, D) of K/V fed straight into
     the model's cache, without checkpointing."""
-    leaf = kv.detach().clone().requires_grad_(True)
-    cache = contract.to_model_cache(leaf.unsqueeze(2).expand(-1, -1, ids.shape[0], -1, -1, -1))
-    logits = model(**contract.model_kwargs(ids, ids, mask, kv.shape[-2], cache)).logits
+    leaf = kv_map(lambda t: t.detach().clone().requires_grad_(True), kv)
+    cache = contract.to_model_cache(kv_with_batch(leaf, ids.shape[0]))
+    logits = model(**contract.model_kwargs(ids, ids, mask, kv_parts(kv)[0].shape[-2], cache)).logits
     loss_fn(logits).backward()
-    return logits.detach(), leaf.grad
+    return logits.detach(), kv_map(lambda t: t.grad, leaf)
 
 
 def run(bench):
@@ -101,11 +102,13 @@ def run(bench):
     if logits_err > tol:
         problems.append("under checkpointing the logits differ from those of the real K/V in the cache (the prefix "
                         "does not reach the model as it should)")
-    if got_grad is None or not bool(torch.isfinite(got_grad).all()) or float(got_grad.abs().max()) == 0.0:
+    got_parts = kv_parts(got_grad) if got_grad is not None else ()
+    if not got_parts or any(not bool(torch.isfinite(g).all()) or float(g.abs().max()) == 0.0 for g in got_parts):
         grad_err = float("inf")
         problems.append("under checkpointing no usable gradient reaches the prefix's K/V")
     else:
-        grad_err = relative_error(got_grad.to(want_grad), want_grad) if got_grad.shape == want_grad.shape else float("inf")
+        grad_err = max((relative_error(g.to(w), w) if g.shape == w.shape else float("inf"))
+                       for g, w in zip(got_parts, kv_parts(want_grad)))
         if grad_err > tol:
             problems.append("the prefix's gradient under checkpointing differs from that of real K/V without it")
     metric = max(logits_err, grad_err)

@@ -8,7 +8,7 @@ cell is inconclusive."""
 import torch
 
 from harness.matrix.bench import Measurement, inconclusive
-from harness.matrix.oracle import greedy_full_recompute, real_prefix_kv, relative_error
+from harness.matrix.oracle import compare_greedy, greedy_full_recompute, real_prefix_kv
 
 from . import ATTEMPTS
 
@@ -38,13 +38,14 @@ def run(bench):
         for name, (i, m) in legs.items():
             want, want_logits = wants[name]
             got, got_logits = attached.generate(i, m, NEW_TOKENS)
-            wrong = want.numel() if got.shape != want.shape else int((got != want).sum())
+            wrong, err, ties = compare_greedy(got, got_logits, want, want_logits, tol)
             wrong_total += wrong
             note = f"{name}: {wrong} of {want.numel()} tokens differ"
+            if ties:
+                note += f" ({ties} row(s) part from the oracle at a near-tie within the bar, compared up to it)"
             if wrong:
                 note += f" (got {got.tolist()}, want {want.tolist()})"
             elif got_logits is not None:
-                err = relative_error(got_logits.to(want_logits), want_logits)
                 worst = max(worst, err)
                 note += f", step logits relative error {err:.2e}"
             report.append(note)

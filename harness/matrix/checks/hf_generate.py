@@ -13,10 +13,10 @@ import torch
 
 from harness.matrix.bench import Measurement, inconclusive
 from harness.matrix.oracle import (
+    compare_greedy,
     greedy_full_recompute,
     oracle,
     real_prefix_kv,
-    relative_error,
 )
 
 from . import ATTEMPTS
@@ -85,13 +85,14 @@ def run(bench):
         got, got_logits, path, why = _generate(attached, i, m, do_sample=False)
         paths.append((path, why))
         want, want_logits = wants[name]
-        wrong = want.numel() if got.shape != want.shape else int((got != want).sum())
+        wrong, err, ties = compare_greedy(got, got_logits, want, want_logits, bench.tolerance)
         wrong_total += wrong
         note = f"{name}: {wrong} of {want.numel()} tokens differ"
+        if ties:
+            note += f" ({ties} row(s) part from the oracle at a near-tie within the bar, compared up to it)"
         if wrong:
             note += f" (got {got.tolist()}, want {want.tolist()})"
         elif got_logits is not None:
-            err = relative_error(got_logits.to(want_logits), want_logits)
             worst = max(worst, err)
             note += f", step logits relative error {err:.2e}"
         report.append(note)

@@ -18,8 +18,9 @@ import tempfile
 
 import torch
 
+from harness.core.layout import kv_map, kv_parts, kv_with_batch
 from harness.matrix.bench import Measurement, inconclusive
-from harness.matrix.oracle import full_context, oracle, relative_error
+from harness.matrix.oracle import full_context, oracle, relative_error, swap_gap
 
 from .gradients import _dead_slices
 from .train import BATCH, FLOOR, LEARNING_RATE, LENGTH, _kl
@@ -29,15 +30,17 @@ def run(check: str, bench):
     return {"gradients": _gradients, "train": _train, "save_load": _save_load}[check](bench)
 
 
-def _emitted(attached) -> torch.Tensor:
-    return attached.pm.encoder(1)[:, :, 0]  # (layers, 2, H, P, D)
+def _emitted(attached):
+    """The encoder's K/V without a batch axis: (layers, 2, H, P, D), or a (K, V) pair (MLA)."""
+    kv = attached.pm.encoder(1)
+    return tuple(t[:, 0] for t in kv) if isinstance(kv, tuple) else kv[:, :, 0]
 
 
 @oracle
 def _fed(contract, model, kv, ids, mask):
     """The model with K/V (layers, 2, H, P, D) fed straight into its cache: logits (B, L, V)."""
-    cache = contract.to_model_cache(kv.unsqueeze(2).expand(-1, -1, ids.shape[0], -1, -1, -1))
-    return model(**contract.model_kwargs(ids, ids, mask, kv.shape[-2], cache)).logits
+    cache = contract.to_model_cache(kv_with_batch(kv, ids.shape[0]))
+    return model(**contract.model_kwargs(ids, ids, mask, kv_parts(kv)[0].shape[-2], cache)).logits
 
 
 def _gradients(bench):
@@ -52,16 +55,16 @@ def _gradients(bench):
         return torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
     kv = _emitted(attached)
-    leaf = kv.detach().clone().requires_grad_(True)
+    leaf = kv_map(lambda t: t.detach().clone().requires_grad_(True), kv)
     loss_fn(_fed(contract, base, leaf, ids, mask)).backward()
-    want_kv = leaf.grad
+    want_kv = kv_map(lambda t: t.grad, leaf)
     dead = _dead_slices(want_kv)
     if dead:
         return inconclusive(f"the reference gradient is zero on {', '.join(dead[:4])}: the check cannot see those slices")
-    if float((want_kv[:, 0] - want_kv[:, 1]).abs().max()) == 0.0:
+    if swap_gap(want_kv) == 0.0:
         return inconclusive("the reference gradient is symmetric in K/V")
     params = attached.prefix_parameters()
-    want = dict(zip(params, torch.autograd.grad(kv, list(params.values()), grad_outputs=want_kv)))
+    want = dict(zip(params, torch.autograd.grad(kv_parts(kv), list(params.values()), grad_outputs=kv_parts(want_kv))))
     loss_fn(attached.logits(ids, mask)).backward()
     problems, worst = [], 0.0
     for name, p in params.items():
