@@ -158,3 +158,16 @@ def check_fits(path, meta: dict, dims, state: dict[str, torch.Tensor], expected:
         if tuple(state[name].shape) != tuple(shape):
             raise CheckpointError(path, name, f"shape {tuple(state[name].shape)}, the model needs {tuple(shape)}",
                                   "load it on a model of the sizes it was saved for")
+
+
+def read_weights(path: Path, fix: str) -> object:
+    """The object a weights file holds (``.safetensors`` or a ``torch.save`` file, read without code
+    execution); a damaged file is a CheckpointError naming it, with ``fix`` as the remedy."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - both readers raise many types for a damaged file
+        raise CheckpointError(path, "(file)", f"not readable ({type(e).__name__}: {e})", fix) from e

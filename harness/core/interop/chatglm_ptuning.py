@@ -21,9 +21,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, read_weights
 from .positions import make_positionless
 
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors")
@@ -89,16 +87,7 @@ def _load_state(checkpoint) -> tuple[dict, Path | str]:
         path = found[0]
     if not path.exists():
         raise CheckpointError(path, "(file)", "missing", "pass the ptuning checkpoint folder or its weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - both readers raise many types for a damaged file
-        raise CheckpointError(path, "(file)", f"not readable ({type(e).__name__}: {e})",
-                              "the file is damaged or truncated: copy the checkpoint again") from e
+    state = read_weights(path, "the file is damaged or truncated: copy the checkpoint again")
     if not isinstance(state, dict):
         raise CheckpointError(path, "(top level)", f"expected a state dict, got {type(state).__name__}",
                               "pass the pytorch_model.bin the ptuning script saved")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, read_weights
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -122,16 +122,7 @@ def _read_table(peft_dir: Path):
         path = peft_dir / name
         if not path.exists():
             continue
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - both readers raise many types for a damaged file
-            raise CheckpointError(path, "(file)", f"not readable ({type(e).__name__}: {e})",
-                                  "the file is damaged or truncated: copy the adapter again") from e
+        state = read_weights(path, "the file is damaged or truncated: copy the adapter again")
         if not isinstance(state, dict) or TENSOR not in state:
             found = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise CheckpointError(path, TENSOR, f"missing (found {found})",

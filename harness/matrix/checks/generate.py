@@ -15,39 +15,54 @@ from . import ATTEMPTS
 NEW_TOKENS, ROWS, LENGTH, LEFT_LENGTHS = 8, 3, 5, [5, 3, 4]
 
 
+def draw_legs(bench, base, contract, labels=("batch", "left-padded batch"), rows=ROWS, length=LENGTH,
+              left_lengths=LEFT_LENGTHS, new_tokens=NEW_TOKENS):
+    """Inputs on which the real-token prefix changes greedy tokens (the control), and the oracle's greedy
+    tokens and step logits for an unpadded and a left-padded batch: (prefix, legs, wants, changed), or
+    None when no input of ATTEMPTS tried lets a dropped prefix show."""
+    for _ in range(ATTEMPTS):
+        prefix = bench.prefix_tokens()
+        legs = {labels[0]: bench.inputs(batch=rows, length=length),
+                labels[1]: bench.inputs(batch=rows, length=length, lengths=left_lengths, side="left")}
+        ids, mask = legs[labels[0]]
+        with torch.no_grad():
+            control, _ = greedy_full_recompute(contract, base, prefix[:0], ids, new_tokens, mask)
+            wants = {k: greedy_full_recompute(contract, base, prefix, i, new_tokens, m) for k, (i, m) in legs.items()}
+        changed = int((control != wants[labels[0]][0]).sum())
+        if changed:
+            return prefix, legs, wants, changed
+    return None
+
+
+def leg_note(name, got, got_logits, want, want_logits, tol) -> tuple[str, int, float]:
+    """One leg's line of the report, its wrong tokens and its step-logits error (compare_greedy)."""
+    wrong, err, ties = compare_greedy(got, got_logits, want, want_logits, tol)
+    note = f"{name}: {wrong} of {want.numel()} tokens differ"
+    if ties:
+        note += f" ({ties} row(s) part from the oracle at a near-tie within the bar, compared up to it)"
+    if wrong:
+        note += f" (got {got.tolist()}, want {want.tolist()})"
+    elif got_logits is not None:
+        note += f", step logits relative error {err:.2e}"
+    return note, wrong, (err if not wrong else 0.0)
+
+
 def run(bench):
     attached = bench.attach()
     base, contract, tol = attached.base, bench.contract, bench.tolerance
-    for _ in range(ATTEMPTS):
-        prefix = bench.prefix_tokens()
-        legs = {"batch": bench.inputs(batch=ROWS, length=LENGTH),
-                "left-padded batch": bench.inputs(batch=ROWS, length=LENGTH, lengths=LEFT_LENGTHS, side="left")}
-        ids, mask = legs["batch"]
-        with torch.no_grad():
-            control, _ = greedy_full_recompute(contract, base, prefix[:0], ids, NEW_TOKENS, mask)
-            wants = {k: greedy_full_recompute(contract, base, prefix, i, NEW_TOKENS, m) for k, (i, m) in legs.items()}
-        changed = int((control != wants["batch"][0]).sum())
-        if changed:
-            break
-    else:
+    drawn = draw_legs(bench, base, contract)
+    if drawn is None:
         return inconclusive(f"the real-token prefix changed none of the {ROWS}x{NEW_TOKENS} greedy tokens on any of "
                             f"{ATTEMPTS} inputs tried")
+    prefix, legs, wants, changed = drawn
+    ids = legs["batch"][0]
     with torch.no_grad():
         attached.plant(real_prefix_kv(contract, base, prefix, ids[:1]))
         report, wrong_total, worst = [], 0, 0.0
         for name, (i, m) in legs.items():
-            want, want_logits = wants[name]
             got, got_logits = attached.generate(i, m, NEW_TOKENS)
-            wrong, err, ties = compare_greedy(got, got_logits, want, want_logits, tol)
-            wrong_total += wrong
-            note = f"{name}: {wrong} of {want.numel()} tokens differ"
-            if ties:
-                note += f" ({ties} row(s) part from the oracle at a near-tie within the bar, compared up to it)"
-            if wrong:
-                note += f" (got {got.tolist()}, want {want.tolist()})"
-            elif got_logits is not None:
-                worst = max(worst, err)
-                note += f", step logits relative error {err:.2e}"
+            note, wrong, err = leg_note(name, got, got_logits, *wants[name], tol)
+            wrong_total, worst = wrong_total + wrong, max(worst, err)
             report.append(note)
     passed = wrong_total == 0 and worst <= tol
     if worst > tol:

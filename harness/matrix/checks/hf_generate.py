@@ -13,13 +13,12 @@ import torch
 
 from harness.matrix.bench import Measurement, inconclusive
 from harness.matrix.oracle import (
-    compare_greedy,
-    greedy_full_recompute,
     oracle,
     real_prefix_kv,
 )
 
 from . import ATTEMPTS
+from .generate import draw_legs, leg_note
 
 NEW_TOKENS, ROWS, LENGTH, LEFT_LENGTHS, BEAMS = 6, 3, 5, [5, 3, 4], 3
 
@@ -64,37 +63,21 @@ def _generate(attached, ids, mask, **settings):
 def run(bench):
     attached = bench.attach()
     base, contract = attached.base, bench.contract
-    for _ in range(ATTEMPTS):
-        prefix = bench.prefix_tokens()
-        legs = {"greedy batch": bench.inputs(batch=ROWS, length=LENGTH),
-                "greedy left-padded batch": bench.inputs(batch=ROWS, length=LENGTH, lengths=LEFT_LENGTHS, side="left")}
-        ids, mask = legs["greedy batch"]
-        with torch.no_grad():
-            control, _ = greedy_full_recompute(contract, base, prefix[:0], ids, NEW_TOKENS, mask)
-            wants = {k: greedy_full_recompute(contract, base, prefix, i, NEW_TOKENS, m) for k, (i, m) in legs.items()}
-        changed = int((control != wants["greedy batch"][0]).sum())
-        if changed:
-            break
-    else:
+    drawn = draw_legs(bench, base, contract, ("greedy batch", "greedy left-padded batch"), ROWS, LENGTH,
+                      LEFT_LENGTHS, NEW_TOKENS)
+    if drawn is None:
         return inconclusive(f"the real-token prefix changed none of the {ROWS}x{NEW_TOKENS} greedy tokens on any of "
                             f"{ATTEMPTS} inputs tried")
+    prefix, legs, wants, changed = drawn
+    ids, mask = legs["greedy batch"]
     with torch.no_grad():
         attached.plant(real_prefix_kv(contract, base, prefix, ids[:1]))
     report, wrong_total, paths, worst = [], 0, [], 0.0
     for name, (i, m) in legs.items():
         got, got_logits, path, why = _generate(attached, i, m, do_sample=False)
         paths.append((path, why))
-        want, want_logits = wants[name]
-        wrong, err, ties = compare_greedy(got, got_logits, want, want_logits, bench.tolerance)
-        wrong_total += wrong
-        note = f"{name}: {wrong} of {want.numel()} tokens differ"
-        if ties:
-            note += f" ({ties} row(s) part from the oracle at a near-tie within the bar, compared up to it)"
-        if wrong:
-            note += f" (got {got.tolist()}, want {want.tolist()})"
-        elif got_logits is not None:
-            worst = max(worst, err)
-            note += f", step logits relative error {err:.2e}"
+        note, wrong, err = leg_note(name, got, got_logits, *wants[name], bench.tolerance)
+        wrong_total, worst = wrong_total + wrong, max(worst, err)
         report.append(note)
     if worst > bench.tolerance:
         report.append(f"step logits off by more than the bar {bench.tolerance:g}")
