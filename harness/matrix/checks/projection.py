@@ -14,7 +14,6 @@ real-token K/V can be planted: the references are the model itself fed the K/V t
 - save_load: reloaded on a fresh model, logits identical, and equal to the model fed the saved
   encoder's K/V. Control: another random encoder moves them.
 """
-import tempfile
 
 import torch
 
@@ -23,6 +22,7 @@ from harness.matrix.bench import Measurement, inconclusive
 from harness.matrix.oracle import full_context, oracle, relative_error, swap_gap
 
 from .gradients import _dead_slices
+from .save_load import round_trip
 from .train import BATCH, FLOOR, LEARNING_RATE, LENGTH, _kl
 
 
@@ -143,13 +143,7 @@ def _save_load(bench):
             return inconclusive(f"another encoder moves the logits by only {control:.2e}: a reload that lost the "
                                 f"prefix could not be told apart")
         before = attached.logits(ids, mask)
-    with tempfile.TemporaryDirectory() as tmp:
-        attached.save(tmp)
-        reloaded = attached.reload(bench.fresh_model(), tmp)
-    with torch.no_grad():
-        after = reloaded.logits(ids, mask)
-    diff = float((before - after).abs().max()) if before.shape == after.shape else float("inf")
-    err = relative_error(after, want, mask) if after.shape == want.shape else float("inf")
+    diff, err = round_trip(bench, attached, ids, mask, before, want)
     passed = diff == 0.0 and err <= tol
     why = (f"max |logits before - after reload| = {diff:.3g}; reloaded vs the model fed the saved encoder's K/V: "
            f"relative error {err:.2e} (bar {tol:g}); another encoder moves them by {control:.2e}")

@@ -25,14 +25,21 @@ def run(bench):
                                 f"the prefix could not be told apart")
         attached.plant(real_prefix_kv(contract, base, prefix, ids))
         before = attached.logits(ids, mask)
+    diff, oracle_err = round_trip(bench, attached, ids, mask, before, want)
+    passed = diff == 0.0 and oracle_err <= bench.tolerance
+    why = (f"max |logits before - after reload| = {diff:.3g}; reloaded vs the real tokens' full-context logits: "
+           f"relative error {oracle_err:.2e} (bar {bench.tolerance:g}); another prefix moves them by {control:.2e}")
+    return Measurement(passed, diff, 0.0, why, {"control": control, "oracle_error": oracle_err})
+
+
+def round_trip(bench, attached, ids, mask, before, want) -> tuple[float, float]:
+    """Save the attached prefix, reload it on a fresh copy of the model: (max |logits before - after|,
+    relative error of the reloaded logits against ``want``)."""
     with tempfile.TemporaryDirectory() as tmp:
         attached.save(tmp)
         reloaded = attached.reload(bench.fresh_model(), tmp)
     with torch.no_grad():
         after = reloaded.logits(ids, mask)
     diff = float((before - after).abs().max()) if before.shape == after.shape else float("inf")
-    oracle_err = relative_error(after, want, mask) if after.shape == want.shape else float("inf")
-    passed = diff == 0.0 and oracle_err <= bench.tolerance
-    why = (f"max |logits before - after reload| = {diff:.3g}; reloaded vs the real tokens' full-context logits: "
-           f"relative error {oracle_err:.2e} (bar {bench.tolerance:g}); another prefix moves them by {control:.2e}")
-    return Measurement(passed, diff, 0.0, why, {"control": control, "oracle_error": oracle_err})
+    err = relative_error(after, want, mask) if after.shape == want.shape else float("inf")
+    return diff, err
