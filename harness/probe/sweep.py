@@ -250,6 +250,7 @@ class _Worker:
     since: float = 0.0
     planned: dict = field(default_factory=dict)  # type -> [(adapter, check)]
     written: dict = field(default_factory=dict)  # type -> {(adapter, check)}
+    finished: float | None = None  # when it reported its last type done
 
 
 @dataclass
@@ -348,6 +349,15 @@ def execute(types: list[str], settings: SweepSettings, sink, log=None) -> Outcom
                                      f"{w.step or 'this type'}")
                 w.proc.join()
                 del workers[name]
+            elif set(w.types) <= w.done:
+                # every type reported: a process that does not exit within the grace period is stuck in its
+                # own shutdown (measured in CI: the queue's feeder thread never joined), and nothing is lost
+                w.finished = w.finished or time.time()
+                if time.time() - w.finished > settings.grace:
+                    w.proc.kill()
+                    w.proc.join()
+                    drain(0.2)
+                    del workers[name]
             elif w.current is not None and time.time() - w.since > limit + settings.grace:
                 w.proc.kill()
                 w.proc.join()
