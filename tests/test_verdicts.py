@@ -28,9 +28,9 @@ from harness.core.spec import SPEC_DIR, load_spec
 from harness.matrix.adapters import attach as real_attach
 from harness.matrix.adapters.ours import PrefixModelAttached
 from harness.matrix.bench import Bench, Settings
-from harness.reporting.results import library_versions
 from harness.matrix.cells import Cell
 from harness.matrix.checks import run as run_check
+from harness.reporting.results import library_versions
 
 SEED_FAMILIES = ("llama", "qwen1.5", "qwen", "chatglm", "chatglm2", "chatglm3")
 SEEDS = range(10)
