@@ -151,7 +151,7 @@ def test_the_matrix_runs_on_the_checkpoint_and_the_prefix_learns_the_task(tmp_pa
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", str(ROOT / "harness"),
            "--models", "llama", "--adapters", "harness", "--checks", "equivalence,train",
-           "--checkpoint", f"llama={checkpoint}", "--results-dir", str(tmp_path / "results"), "--run-id", "ckpt"]
+           "--checkpoint", f"llama={checkpoint}", "--results-dir", str(tmp_path / "results"), "--run-id", "ckpt", "--dtype", "float32", "--attn", "sdpa", "--no-mlp-variant"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     df = results.read_run(results.runs_root(tmp_path / "results") / "ckpt").set_index("check")
     assert done.returncode == 0, done.stdout[-3000:]

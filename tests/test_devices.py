@@ -91,7 +91,7 @@ def test_n_auto_with_a_fake_device_count_starts_a_worker_per_gpu_each_on_its_own
     # --device auto resolves to the CPU here (torch sees no CUDA), so the cells really run.
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "fake_gpus", "-n", "auto",
            str(ROOT / "harness"), "--models", "llama", "--adapters", "harness", "--checks", "accepts,equivalence,save_load",
-           "--results-dir", str(tmp_path / "results"), "--run-id", "gpus"]
+           "--results-dir", str(tmp_path / "results"), "--run-id", "gpus", "--dtype", "float32", "--attn", "sdpa", "--no-mlp-variant"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     seen = {p.name: p.read_text() for p in out.iterdir()}

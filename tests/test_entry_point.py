@@ -68,7 +68,7 @@ def test_auto_loaded_with_specs_runs_the_matrix_once_even_when_a_conftest_names_
                                # a project that also lists the plugin itself must not get it twice
                                "conftest.py": 'pytest_plugins = ["harness.matrix.plugin"]\n'})
     out = pytest_run(where, installed, "--specs", "my_specs", "--adapters", "harness", "--checks", "accepts",
-                     "--run-id", "auto", "-p", "no:xdist")
+                     "--run-id", "auto", "--dtype", "float32", "--attn", "sdpa", "--no-mlp-variant", "-p", "no:xdist")
     assert out.returncode == 0, out.stdout + out.stderr
     got = rows(where, "auto")
     assert list(zip(got.model, got.adapter, got.check, got.status)) == [("llama", "harness", "accepts", "pass")]
@@ -78,7 +78,7 @@ def test_dash_p_harness_loads_it_with_autoloading_off(tmp_path, installed):
     where = project(tmp_path, {**spec_folder(), "test_matrix_here.py": MATRIX_TEST})
     env = {**installed, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
     out = pytest_run(where, env, "-p", "harness", "--specs", "my_specs", "--adapters", "harness", "--checks",
-                     "accepts,equivalence", "--run-id", "explicit")
+                     "accepts,equivalence", "--run-id", "explicit", "--dtype", "float32", "--attn", "sdpa", "--no-mlp-variant")
     assert out.returncode == 0, out.stdout + out.stderr
     got = rows(where, "explicit")
     assert sorted(zip(got.check, got.status)) == [("accepts", "pass"), ("equivalence", "pass")]

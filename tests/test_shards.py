@@ -92,7 +92,7 @@ def test_settings_accept_other_shards_of_the_run_but_not_another_count():
 def _shard(tmp: Path, shard: str | None, run_id="merged"):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", str(ROOT / "harness"),
-           *SELECTION, "--results-dir", str(tmp / "results"), "--run-id", run_id,
+           *SELECTION, "--results-dir", str(tmp / "results"), "--run-id", run_id, "--dtype", "float32", "--attn", "sdpa", "--no-mlp-variant",
            *(["--shard", shard] if shard else [])]
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
 
