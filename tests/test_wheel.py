@@ -136,7 +136,8 @@ def test_the_installed_entry_point_runs_the_matrix_from_another_project(venv, tm
     shutil.copy(ROOT / "model_specs" / "qwen.yaml", tmp_path / "my_specs" / "qwen.yaml")
     (tmp_path / "test_matrix_here.py").write_text("from harness.test_matrix import test_cell, test_spec_file  # noqa\n")
     run([venv, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--specs", "my_specs",
-         "--adapters", "harness", "--checks", "equivalence", "--run-id", "from-wheel"], cwd=tmp_path, env=clean_env())
+         "--adapters", "harness", "--checks", "equivalence", "--run-id", "from-wheel",
+         "--dtype", "float32", "--attn", "sdpa", "--no-mlp-variant"], cwd=tmp_path, env=clean_env())
     rows = pd.concat(pd.read_parquet(p) for p in (tmp_path / "results" / "runs" / "from-wheel").glob("*.parquet"))
     assert sorted(zip(rows.model, rows.check, rows.status)) == [("qwen", "equivalence", "pass"),
                                                                 ("qwen-unfixed", "equivalence", "xfail")]
