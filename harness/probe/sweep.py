@@ -8,21 +8,22 @@ Per model type: the probe (``harness.probe.probe_model_type``) gives one ``probe
 ok, ``n/a`` = no attention KV cache, ``error`` / ``timeout`` = probe-failed; the message says what
 blocked it); for an ok draft the six checks run for each adapter, through the matrix's own Bench and
 verdict (harness/matrix/verdict.py), one row each. Types run a few at a time in spawned worker
-processes, each step under SIGALRM; the parent is the only writer (rows come back over a queue), so
-a worker that crashes or hangs past the limit is killed and costs only its own type's rows: the step it
-was on becomes an ``error`` / ``timeout`` row, the rest of its type ``error`` rows saying why.
+processes, each step under SIGALRM; the parent is the only writer (rows come back over a pipe of the
+worker's own), so a worker that crashes or hangs past the limit is killed and costs only its own type's
+rows: the step it was on becomes an ``error`` / ``timeout`` row, the rest of its type ``error`` rows
+saying why.
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
 import os
-import queue as queue_mod
 import re
 import sys
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import wait as wait_ready
 from pathlib import Path
 
 from harness.core import names
@@ -175,9 +176,24 @@ def _check_row(cell, model, settings: SweepSettings, versions: dict) -> dict:
     return row
 
 
-def _work(worker: str, types: list, settings_dict: dict, out) -> None:
+class _Outbox:
+    """A worker's end of its own pipe to the parent. Each message is sent whole before the worker goes on
+    (no feeder thread, no lock shared with other workers): a worker that dies mid-message loses only its own
+    pipe, where one multiprocessing.Queue shared by all workers stays locked by the dead writer and every
+    later worker then blocks in its exit (measured in CI: the queue's feeder thread never joined)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def put(self, msg) -> None:
+        self.conn.send(msg)
+
+
+def _work(worker: str, types: list, settings_dict: dict, conn) -> None:
     """A worker process: probe each type, run the checks of the ok ones, send every row to the parent."""
     import warnings
+
+    out = _Outbox(conn)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched
     warnings.filterwarnings("ignore")
@@ -244,6 +260,7 @@ def _run_checks(worker, model_type, result, settings, versions, out) -> None:
 class _Worker:
     proc: object
     types: list  # the types given to it, in order
+    conn: object = None  # the parent's end of the worker's pipe; None once closed
     done: set = field(default_factory=set)
     current: str | None = None  # the type it is on
     step: str | None = None  # the cell id it is on
@@ -263,7 +280,6 @@ class Outcome:
 def execute(types: list[str], settings: SweepSettings, sink, log=None) -> Outcome:
     """Run the sweep over ``types``; every row goes to ``sink(row)`` (run_id etc. are the sink's to add)."""
     ctx = mp.get_context("spawn")
-    out = ctx.Queue()
     pending = deque(types[i:i + settings.per_worker] for i in range(0, len(types), settings.per_worker))
     workers: dict[str, _Worker] = {}
     outcome = Outcome()
@@ -297,23 +313,42 @@ def execute(types: list[str], settings: SweepSettings, sink, log=None) -> Outcom
             w.planned[model_type] = [tuple(x) for x in payload]
         elif kind == "done":
             w.done.add(model_type)
-            w.current = w.step = None
+            w.current, w.step, w.since = None, None, time.time()
 
     def drain(block_s: float) -> None:
-        try:
-            handle(out.get(timeout=block_s))
-        except queue_mod.Empty:
-            return
-        while True:
+        """Handle every message waiting on the workers' pipes (waiting up to ``block_s`` for the first)."""
+        open_ = [w.conn for w in workers.values() if w.conn is not None]
+        for conn in wait_ready(open_, timeout=block_s) if open_ else []:
+            w = next(w for w in workers.values() if w.conn is conn)
             try:
-                handle(out.get_nowait())
-            except queue_mod.Empty:
-                return
+                while conn.poll():
+                    handle(conn.recv())
+            except (EOFError, OSError, ValueError, TypeError, AttributeError, ImportError) as e:
+                # the worker is gone (EOF), or died mid-message (a torn pickle): nothing more comes from it
+                if not isinstance(e, EOFError):
+                    log(f"{w.current or '?'}: a message from the worker could not be read ({type(e).__name__})")
+                conn.close()
+                w.conn = None
+
+    def retire(name: str, kill: bool = False) -> None:
+        """Stop following a worker: kill it if asked, read what is left on its pipe, close the pipe."""
+        w = workers[name]
+        if kill:
+            w.proc.kill()
+        w.proc.join()
+        for _ in range(25):  # a dead worker's pipe ends in EOF (unless a process it started holds it open)
+            if w.conn is None:
+                break
+            drain(0.2)
+        if w.conn is not None:
+            w.conn.close()
+        del workers[name]
 
     def lost(w: _Worker, status: str, why: str) -> None:
         """The worker died or was killed: rows for its step and the rest of its type; the types it
-        had not started go back to the queue."""
-        t = w.current
+        had not started go back to the queue (the one it was starting, when silent, is the lost one: a
+        type that kills every worker must not be handed to fresh ones forever)."""
+        t = w.current or next((x for x in w.types if x not in w.done), None)
         if t is not None and t not in w.done:
             written = w.written.get(t, set())
             if (("-", PROBE_CHECK)) not in written:
@@ -336,35 +371,31 @@ def execute(types: list[str], settings: SweepSettings, sink, log=None) -> Outcom
             chunk = pending.popleft()
             serial += 1
             name = f"w{serial}"
-            proc = ctx.Process(target=_work, args=(name, chunk, asdict(settings), out), daemon=True)
+            reader, writer = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_work, args=(name, chunk, asdict(settings), writer), daemon=True)
             proc.start()
-            workers[name] = _Worker(proc, list(chunk), since=time.time())
+            writer.close()  # the child holds its own copy: EOF here once the child is gone
+            workers[name] = _Worker(proc, list(chunk), conn=reader, since=time.time())
         drain(0.5)
         for name, w in list(workers.items()):
             limit = (settings.probe_timeout if (w.step or "").endswith(f"-{PROBE_CHECK}") else settings.cell_timeout)
             if not w.proc.is_alive():
-                drain(0.2)  # what it sent before exiting
+                retire(name)  # reads what it sent before exiting
                 if w.proc.exitcode != 0 or set(w.types) - w.done:
                     lost(w, "error", f"the worker process died (exit code {w.proc.exitcode}) while running "
                                      f"{w.step or 'this type'}")
-                w.proc.join()
-                del workers[name]
             elif set(w.types) <= w.done:
                 # every type reported: a process that does not exit within the grace period is stuck in its
-                # own shutdown (measured in CI: the queue's feeder thread never joined), and nothing is lost
+                # own shutdown, and nothing is lost
                 w.finished = w.finished or time.time()
                 if time.time() - w.finished > settings.grace:
-                    w.proc.kill()
-                    w.proc.join()
-                    drain(0.2)
-                    del workers[name]
-            elif w.current is not None and time.time() - w.since > limit + settings.grace:
-                w.proc.kill()
-                w.proc.join()
-                drain(0.2)
-                lost(w, "timeout", f"killed after {time.time() - w.since:.0f} s on {w.step} (limit {limit:g} s, "
-                                   f"not interruptible)")
-                del workers[name]
+                    retire(name, kill=True)
+            elif time.time() - w.since > limit + settings.grace:
+                # on a step past its limit where SIGALRM cannot reach (C code, a blocked signal), or silent
+                # since it started or finished a type (w.since is reset on both)
+                retire(name, kill=True)
+                lost(w, "timeout", f"killed after {time.time() - w.since:.0f} s on {w.step or 'starting a type'} "
+                                   f"(limit {limit:g} s, not interruptible)")
     return outcome
 
 
@@ -441,7 +472,7 @@ def main(argv=None) -> int:
                              cell_timeout=args.cell_timeout, jobs=args.jobs, per_worker=args.per_worker)
     log = None if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     try:
-        run_dir, outcome = run_sweep(types, settings, Path(args.results_dir), args.run_id, log)
+        run_dir, _ = run_sweep(types, settings, Path(args.results_dir), args.run_id, log)
     except (ValueError, OSError) as e:
         print(f"prefix-compat sweep: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
