@@ -57,3 +57,23 @@ def test_a_training_recipe_use_cache_false_keeps_the_prefix():
         got = pm(ids, use_cache=False).logits  # as Trainer setups pass it: the prefix path keeps the cache
         bare = pm.base(ids).logits
     assert torch.equal(got, want) and not torch.allclose(bare, want)
+
+
+def test_a_model_that_cannot_checkpoint_is_not_applicable_not_an_error(monkeypatch):
+    """transformers refuses gradient_checkpointing_enable() on a class without support (CTRL, JetMoe,
+    GPT-NeoX-Japanese under 5.24): the cell is n/a with the reason, and the sweep verdict ignores it."""
+    from harness.matrix.bench import Bench, Settings
+    from harness.matrix.cells import Cell
+    from harness.matrix.verdict import settle
+    from harness.reporting.sweeps import adapter_verdict
+
+    spec = load_spec(SPEC_DIR / "llama.yaml")
+    cell = Cell(spec, spec.variant("default"), "harness", "checkpointing", "transformers")
+    model = build_model(spec)
+    versions = {"torch": torch.__version__, "transformers": "5.24.0", "peft": "0.21.2", "python": "3"}
+    assert settle(cell, Bench(cell, model, Settings()), versions).status == "pass"  # control: llama can
+    monkeypatch.setattr(type(model), "supports_gradient_checkpointing", False)
+    v = settle(cell, Bench(cell, model, Settings()), versions)
+    assert v.status == "n/a" and "does not support gradient checkpointing" in v.message
+    assert adapter_verdict(["pass", "n/a", "pass"]) == "pass"
+    assert adapter_verdict(["pass", "n/a", "fail"]) == "fail" and adapter_verdict(["n/a"]) == "n/a"

@@ -29,10 +29,17 @@ class Measurement:
     # The check's control could not show that it can fail here (e.g. the prefix does not change the
     # model's tokens on any input tried): the cell is ``inconclusive``, never a pass.
     inconclusive: bool = False
+    # The model itself rules out what the check exercises (e.g. it cannot turn gradient checkpointing on at
+    # all): the cell is ``n/a`` with the measured reason, neither a pass nor a failure of prefix tuning.
+    not_applicable: bool = False
 
 
 def inconclusive(message: str, details: dict | None = None) -> Measurement:
     return Measurement(False, float("nan"), float("nan"), f"inconclusive: {message}", details or {}, True)
+
+
+def not_applicable(message: str, details: dict | None = None) -> Measurement:
+    return Measurement(False, float("nan"), float("nan"), message, details or {}, not_applicable=True)
 
 
 @dataclass

@@ -384,7 +384,7 @@ def _verdict(node, cell: Cell, bench) -> None:
     if v.measurement is not None:
         node.stash[MEASUREMENT_KEY] = v.measurement
     node.stash[VERDICT_KEY] = (v.status, v.message)
-    if v.status == "inconclusive":
+    if v.status in ("inconclusive", "n/a"):
         pytest.skip(v.message)
     if v.status == "xfail":
         pytest.xfail(v.expected.reason)

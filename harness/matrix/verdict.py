@@ -2,7 +2,7 @@
 
 From what the check measured and what the spec declares, never from report text:
 ``pass`` / ``fail`` (the bar cleared / missed), ``inconclusive`` (the control could not show the check
-can fail), ``xfail`` (a failure the spec declares: a measured failure, or an error raised while the
+can fail), ``n/a`` (the model rules out what the check exercises, e.g. it cannot checkpoint at all), ``xfail`` (a failure the spec declares: a measured failure, or an error raised while the
 adapter ran the model, matching ``raises:`` when given), ``xpass`` (declared, but passed), ``error``
 (anything else raised; an environment error is never covered by a declaration).
 """
@@ -23,7 +23,7 @@ ENVIRONMENT_ERRORS = (ImportError, MemoryError, OSError, OracleError, torch.cuda
 
 @dataclass
 class Verdict:
-    status: str  # pass | fail | inconclusive | xfail | xpass | error
+    status: str  # pass | fail | inconclusive | n/a | xfail | xpass | error
     message: str
     measurement: Measurement | None = None
     error: Exception | None = None  # what the check raised (status error, or xfail on a declared error)
@@ -52,6 +52,8 @@ def settle(cell, bench, versions: dict) -> Verdict:
         return Verdict("error", f"{type(e).__name__}: {first_line(e)}", error=e, expected=expected)
     if m.inconclusive:
         return Verdict("inconclusive", m.message, m, expected=expected)
+    if m.not_applicable:
+        return Verdict("n/a", m.message, m, expected=expected)
     if m.passed:
         return Verdict("xpass" if expected is not None else "pass", m.message, m, expected=expected)
     if expected is not None and expected.covers_message(m.message):

@@ -46,9 +46,13 @@ def _strip(message, status: str) -> str:
 
 
 def adapter_verdict(statuses: list[str]) -> str | None:
-    """One adapter's verdict from its check statuses (None when none ran)."""
+    """One adapter's verdict from its check statuses (None when none ran). A check the model rules out
+    (``n/a``, e.g. no gradient checkpointing at all) does not count against it."""
+    statuses = [s for s in statuses if s != "n/a"] or (["n/a"] if statuses else [])
     if not statuses:
         return None
+    if statuses == ["n/a"]:
+        return "n/a"
     if any(s in ("fail", "xfail") for s in statuses):
         return "fail"
     if all(s in ("pass", "xpass") for s in statuses):

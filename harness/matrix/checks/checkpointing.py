@@ -15,7 +15,7 @@ import warnings
 import torch
 
 from harness.core.layout import kv_map, kv_parts, kv_with_batch
-from harness.matrix.bench import Measurement, inconclusive
+from harness.matrix.bench import Measurement, inconclusive, not_applicable
 from harness.matrix.oracle import (
     no_prefix_logits,
     oracle,
@@ -57,6 +57,11 @@ def _reference(contract, model, kv, ids, mask, loss_fn):
 def run(bench):
     contract, tol = bench.contract, bench.tolerance
     model = _no_dropout(bench.fresh_model())
+    if not getattr(model, "supports_gradient_checkpointing", True):
+        # transformers refuses gradient_checkpointing_enable() on such a class: no training run can combine
+        # it with a prefix, so there is nothing to measure
+        return not_applicable(f"{type(model).__name__} does not support gradient checkpointing "
+                              f"(supports_gradient_checkpointing is False): no fine-tuning run can turn it on")
     for _ in range(ATTEMPTS):
         ids, mask = bench.inputs(batch=2, length=6)
         prefix = bench.prefix_tokens()
