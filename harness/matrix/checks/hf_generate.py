@@ -6,19 +6,19 @@ harness's own loop where the model's generate() cannot take a prefix (beams are 
 and only greedy is measured). PEFT's rows use PEFT's ``generate()``.
 
 Control: the real-token prefix changes the no-prefix model's greedy tokens (inputs are redrawn until
-it does, else inconclusive), so a path that loses the prefix fails."""
+it does), or, where it changes no token on any input, moves the greedy step logits past the bar (then
+only the greedy step logits can show a lost prefix); neither: inconclusive. See generate.py."""
 import copy
 
 import torch
 
-from harness.matrix.bench import Measurement, inconclusive
+from harness.matrix.bench import Measurement
 from harness.matrix.oracle import (
     oracle,
     real_prefix_kv,
 )
 
-from . import ATTEMPTS
-from .generate import draw_legs, leg_note
+from .generate import control_note, draw_legs, leg_note, no_control
 
 NEW_TOKENS, ROWS, LENGTH, LEFT_LENGTHS, BEAMS = 6, 3, 5, [5, 3, 4], 3
 # Beam search keeps whichever hypotheses lead at each step; where two nearly tie mid-search (float noise
@@ -101,15 +101,16 @@ def run(bench):
     drawn = draw_legs(bench, base, contract, ("greedy batch", "greedy left-padded batch"), ROWS, LENGTH,
                       LEFT_LENGTHS, NEW_TOKENS)
     if drawn is None:
-        return inconclusive(f"the real-token prefix changed none of the {ROWS}x{NEW_TOKENS} greedy tokens on any of "
-                            f"{ATTEMPTS} inputs tried")
-    prefix, legs, wants, changed = drawn
+        return no_control(ROWS, NEW_TOKENS)
+    prefix, legs, wants, changed, moved = drawn
     ids, mask = legs["greedy batch"]
     with torch.no_grad():
         attached.plant(real_prefix_kv(contract, base, prefix, ids[:1]))
     report, wrong_total, paths, worst = [], 0, [], 0.0
     for name, (i, m) in legs.items():
         got, got_logits, path, why = _generate(attached, i, m, do_sample=False)
+        if not changed and got_logits is None:
+            return no_control(ROWS, NEW_TOKENS, logits_missing=True)
         paths.append((path, why))
         note, wrong, err = leg_note(name, got, got_logits, *wants[name], bench.tolerance)
         wrong_total, worst = wrong_total + wrong, max(worst, err)
@@ -130,5 +131,5 @@ def run(bench):
     used = sorted({p for p, _ in paths})
     report.append(f"path: {', '.join(used)} ({paths[0][1]})")
     return Measurement(wrong_total == 0 and worst <= bench.tolerance, float(wrong_total), 0.0,
-                       "; ".join(report) + f" (control: the prefix changes {changed} of {ROWS * NEW_TOKENS} tokens)",
-                       {"control_changed": changed, "path": ", ".join(used)})
+                       "; ".join(report) + f" ({control_note(changed, moved, ROWS * NEW_TOKENS)})",
+                       {"control_changed": changed, "control_logits_moved": moved, "path": ", ".join(used)})
