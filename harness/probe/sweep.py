@@ -1,4 +1,4 @@
-"""``prefix-compat sweep``: probe + the six checks over every causal-LM model type of the installed
+"""``prefix-compat sweep``: probe + the checks over every causal-LM model type of the installed
 transformers, into one run.
 
     prefix-compat sweep [--types llama,mamba] [--jobs 2] [--per-worker 4] [--adapters harness,peft]
@@ -6,7 +6,7 @@ transformers, into one run.
 
 Per model type: the probe (``harness.probe.probe_model_type``) gives one ``probe`` row (``pass`` = probe
 ok, ``n/a`` = no attention KV cache, ``error`` / ``timeout`` = probe-failed; the message says what
-blocked it); for an ok draft the six checks run for each adapter, through the matrix's own Bench and
+blocked it); for an ok draft the checks run for each adapter, through the matrix's own Bench and
 verdict (harness/matrix/verdict.py), one row each. Types run a few at a time in spawned worker
 processes, each step under SIGALRM; the parent is the only writer (rows come back over a pipe of the
 worker's own), so a worker that crashes or hangs past the limit is killed and costs only its own type's
@@ -437,7 +437,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="prefix-compat sweep", description=__doc__.splitlines()[0])
     ap.add_argument("--types", help="comma-separated model types (default: every causal-LM type of this transformers)")
     ap.add_argument("--adapters", default=",".join(SWEEP_ADAPTERS))
-    ap.add_argument("--checks", default=None, help="comma-separated checks (default: all six)")
+    ap.add_argument("--checks", default=None, help="comma-separated checks (default: all of them)")
     ap.add_argument("--steps", type=int, default=SweepSettings.steps, help="train-check steps (default 20)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=2, help="worker processes side by side")

@@ -22,10 +22,10 @@ PROBE_CHECK = "probe"
 MEASURED = ("pass", "fail", "n/a")
 VERDICTS = ("pass", "fail", "n/a", "error", "inconclusive", "probe-failed")
 SYMBOL = {"pass": "✓", "fail": "✗", "error": "E", "timeout": "T", "inconclusive": "?", "xfail": "x", "xpass": "!",
-          "skip": "s", "n/a": "n/a"}
+          "skip": "s", "n/a": "–"}
 NOT_RUN = "·"
 SHORT = {"accepts": "acc", "equivalence": "eq", "gradients": "grad", "train": "train", "generate": "gen",
-         "save_load": "save"}
+         "save_load": "save", "checkpointing": "ckpt", "hf_generate": "hf_gen"}
 
 
 def is_sweep(df: pd.DataFrame) -> bool:
@@ -131,8 +131,9 @@ def sweep_table(run_dir: Path) -> str:
         "Written by `prefix-compat report RUN --sweep -o docs/SWEEP.md` (or `prefix-compat sweep ... -o`). Per model "
         "type: the probe (`ok`: a draft spec whose conventions reproduce the full-context logits; `n/a`: no attention "
         "KV cache, or a hybrid whose attention layers alone cannot be filled; `probe-failed`: what blocked it is in "
-        "the note), then, for an ok draft, the six checks with the `harness` and `peft` adapters. The verdict is the "
-        "`harness` adapter's: `fail` if a check missed its bar, `pass` if every check passed, else `error` or "
+        "the note), then, for an ok draft, the checks with the `harness` and `peft` adapters. The verdict is the "
+        "`harness` adapter's: `fail` if a check missed its bar, `pass` if every check passed (a check the model "
+        "rules out, `n/a`, e.g. no gradient checkpointing at all, aside), else `error` or "
         "`inconclusive`. Drafts declare no expected failures, so known PEFT failures show as ✗.", "",
         f"**{measured} of {total} model types have a measured verdict** (pass, fail or n/a); probe-failed: "
         f"{probes['probe-failed']} ({pct(probes['probe-failed'])}).", "",
@@ -145,7 +146,8 @@ def sweep_table(run_dir: Path) -> str:
     for a in adapters_run:
         av = [t["adapters"].get(a) for t in table.values() if t["adapters"].get(a)]
         lines.append(f"| ok, {a} adapter: all checks pass | {sum(1 for v in av if v == 'pass')} of {len(av)} |")
-    legend = ", ".join(f"{sym} {st}" for st, sym in SYMBOL.items() if st != "n/a") + f", {NOT_RUN} not run"
+    legend = ", ".join(f"{sym} {st}" for st, sym in SYMBOL.items() if st != "n/a") + f", {SYMBOL['n/a']} n/a (a check "\
+        f"the model rules out), {NOT_RUN} not run"
     lines += ["", f"Symbols: {legend}.", ""]
     head = ["model type", "probe", "verdict"] + [f"{a}<br>{SHORT.get(ch, ch)}" for a, ch in cols] + ["note"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
