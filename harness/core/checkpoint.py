@@ -79,18 +79,28 @@ def read(directory) -> tuple[dict, dict[str, torch.Tensor]]:
                           f"pass the folder PrefixModel.save_pretrained wrote (looked in {where})")
 
 
+def read_json(path: Path, missing_fix: str, source: str) -> dict:
+    """A checkpoint's JSON object; a CheckpointError naming the file when it is missing, not JSON, or not
+    an object (``missing_fix`` says what to pass instead, ``source`` where a good copy comes from)."""
+    if not path.exists():
+        raise CheckpointError(path, "(file)", "missing", missing_fix)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(path, "(syntax)", f"not valid JSON ({e})", f"restore the file from {source}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(path, "(top level)", "expected a JSON object", f"restore the file from {source}")
+    return data
+
+
 def _read_safetensors(directory: Path):
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     cfg_path, weights = directory / CONFIG_FILE, directory / WEIGHTS_FILE
-    for path in (cfg_path, weights):
-        if not path.exists():
-            raise CheckpointError(path, "(file)", "missing", "copy the whole folder save_pretrained wrote")
-    try:
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(cfg_path, "(syntax)", f"not valid JSON ({e})", "restore the file from the save") from e
+    meta = read_json(cfg_path, "copy the whole folder save_pretrained wrote", "the save")
+    if not weights.exists():
+        raise CheckpointError(weights, "(file)", "missing", "copy the whole folder save_pretrained wrote")
     _check_meta(cfg_path, meta)
     try:
         state = load_file(str(weights))

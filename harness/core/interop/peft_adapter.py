@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import CheckpointError, read_weights
+from ..checkpoint import CheckpointError, read_json, read_weights
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
@@ -91,14 +91,7 @@ def to_peft(pm, directory, base_model_name_or_path: str | None = None) -> Path:
 
 
 def _read_config(path: Path) -> dict:
-    if not path.exists():
-        raise CheckpointError(path, "(file)", "missing", "pass the folder PeftModel.save_pretrained wrote")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(path, "(syntax)", f"not valid JSON ({e})", "restore the file from the adapter") from e
-    if not isinstance(cfg, dict):
-        raise CheckpointError(path, "(top level)", "expected a JSON object", "restore the file from the adapter")
+    cfg = read_json(path, "pass the folder PeftModel.save_pretrained wrote", "the adapter")
     if cfg.get("peft_type") != "PREFIX_TUNING":
         raise CheckpointError(path, "peft_type", f"{cfg.get('peft_type')!r} is not PREFIX_TUNING",
                               "only prefix-tuning adapters carry a K/V prefix")
