@@ -524,3 +524,21 @@ def test_a_config_key_the_model_reads_is_accepted_and_a_typo_is_not(tmp_path):
     data["build"]["config"]["head_dmi"] = 8
     expect_error(write(tmp_path, data, "qwen3_moe"), "build.config.head_dmi",
                  "does not read it", "did you mean 'head_dim'?")
+
+
+def test_the_lookup_uses_the_specs_that_load_here(tmp_path, monkeypatch):
+    """A shipped spec naming a config class this transformers lacks (Cohere's under 4.37) must not stop
+    prefix_tune(model) for every other model; when nothing matches, the error names it."""
+    from transformers import GPT2Config, LlamaConfig
+
+    from harness.core import spec as spec_mod
+
+    shutil.copy(spec_mod.SPEC_DIR / "llama.yaml", tmp_path / "llama.yaml")
+    text = (spec_mod.SPEC_DIR / "cohere.yaml").read_text().replace("CohereConfig", "NoSuchConfig")
+    (tmp_path / "cohere.yaml").write_text(text)
+    monkeypatch.setattr(spec_mod, "SPEC_DIR", tmp_path)
+    with pytest.raises(spec_mod.SpecError):
+        spec_mod.load_specs()  # the strict loader still refuses
+    assert spec_mod.find_spec_for(LlamaConfig()).name == "llama"
+    with pytest.raises(LookupError, match=r"1 spec file\(s\) did not load here: cohere.yaml: build.config_class"):
+        spec_mod.find_spec_for(GPT2Config())  # no gpt2.yaml in this folder

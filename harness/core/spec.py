@@ -734,8 +734,12 @@ def load_specs(paths=None) -> list[ModelSpec]:
 
 
 def find_spec_for(config, specs=None) -> ModelSpec:
-    """The spec whose ``match`` section fits a model config (first by file name on ties)."""
-    specs = specs if specs is not None else load_specs()
+    """The spec whose ``match`` section fits a model config (first by file name on ties). Of the shipped
+    specs only those that load here count: one naming a config class this transformers lacks (Cohere's under
+    4.37) must not stop the lookup for every other model; if none matches, the error lists them."""
+    unloaded: list[SpecError] = []
+    if specs is None:
+        specs, unloaded = load_specs_report()
     hits = [s for s in specs if s.matches_config(config)]
     if hits and hits[0].not_applicable:
         raise LookupError(f"prefix tuning does not apply to model_type {getattr(config, 'model_type', None)!r} "
@@ -745,6 +749,8 @@ def find_spec_for(config, specs=None) -> ModelSpec:
         raise LookupError(
             f"no spec in model_specs/ matches model_type {getattr(config, 'model_type', None)!r} "
             f"(known: {known}); add a spec file or pass spec=..."
+            + (f"; {len(unloaded)} spec file(s) did not load here: "
+               + "; ".join(f"{Path(e.path).name}: {e.field}: {e.problem}" for e in unloaded[:5]) if unloaded else "")
         )
     return hits[0]
 
