@@ -74,3 +74,43 @@ def test_loop_sampling_with_top_k_1_is_greedy():
     torch.manual_seed(5)
     hot = pm.generate(ids, max_new_tokens=8, use_model_generate=False, do_sample=True, temperature=50.0)
     assert not torch.equal(hot[:, ids.shape[1]:], pm.generate(ids, max_new_tokens=8, use_model_generate=False)[:, ids.shape[1]:])
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen"])  # the model's generate() and the harness loop
+def test_max_length_counts_the_callers_prompt(name):
+    pm, _, ids = _pm(name)
+    out = pm.generate(ids, max_length=ids.shape[1] + 3)
+    assert out.shape == (2, ids.shape[1] + 3), pm.last_generate_path
+    assert torch.equal(out, pm.generate(ids, max_new_tokens=3))
+    assert pm.generate(ids).shape == (2, ids.shape[1] + 20)  # the default
+
+
+def test_stopping_criteria_never_see_the_placeholders():
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    pm, _, ids = _pm("llama")
+    seen = []
+
+    class StopAtLength(StoppingCriteria):  # a length rule over what the caller passed: stop at L + 2
+        def __call__(self, input_ids, scores, **kwargs):
+            seen.append(input_ids.clone())
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= ids.shape[1] + 2, dtype=torch.bool)
+
+    out = pm.generate(ids, max_new_tokens=6, stopping_criteria=StoppingCriteriaList([StopAtLength()]))
+    assert pm.last_generate_path[0] == hf_generate.MODEL
+    assert out.shape == (2, ids.shape[1] + 2)
+    assert torch.equal(seen[0][:, :ids.shape[1]], ids)  # the prompt, not P placeholders in front of it
+
+
+def test_without_raw_step_logits_the_probe_uses_scores_and_output_logits_falls_back(monkeypatch):
+    """transformers before 4.38 has no output_logits: the agreement probe compares the scores instead, and a
+    caller asking for raw step logits gets the loop, which has them (as measured under 4.37.2)."""
+    pm, _, ids = _pm("llama")
+    monkeypatch.setattr(hf_generate, "returns_raw_logits", lambda: False)
+    agrees, why = hf_generate.model_generate_agrees(pm, ids, torch.ones_like(ids))
+    assert agrees, why
+    out, logits = pm.generate(ids, max_new_tokens=3, output_logits=True)
+    assert pm.last_generate_path[0] == hf_generate.LOOP and "4.38" in pm.last_generate_path[1]
+    assert logits.shape[:2] == (2, 3)
+    assert torch.equal(out, pm.generate(ids, max_new_tokens=3))
+    assert pm.last_generate_path[0] == hf_generate.MODEL  # without output_logits the model's generate() runs

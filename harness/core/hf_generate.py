@@ -41,6 +41,21 @@ class _SkipPlaceholders:
         self.streamer.end()
 
 
+def _criteria_without_placeholders(criteria, count: int):
+    """The caller's stopping criteria, each shown the sequences without the P placeholders, so a length or
+    content rule sees what the caller's prompt and the new tokens are."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class _Cut(StoppingCriteria):
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return self.inner(input_ids[:, count:], scores, **kwargs)  # (B, P + L + t) -> (B, L + t)
+
+    return StoppingCriteriaList([_Cut(c) for c in criteria])
+
+
 def _placeholders(pm, input_ids, attention_mask):
     """[placeholders; prompt] (B, P + L) and its mask, prefix columns visible."""
     b, p = input_ids.shape[0], pm.num_virtual_tokens
@@ -70,6 +85,8 @@ def model_generate(pm, input_ids, attention_mask, **kwargs):
     ids, mask = _placeholders(pm, input_ids, attention_mask)
     if rest.get("streamer") is not None:
         rest["streamer"] = _SkipPlaceholders(rest["streamer"], pm.num_virtual_tokens)
+    if rest.get("stopping_criteria"):
+        rest["stopping_criteria"] = _criteria_without_placeholders(rest["stopping_criteria"], pm.num_virtual_tokens)
     # generate() repeats each prompt row for beams / returned sequences but not a cache it is given:
     # the prefix is the same for every row, so it is built for the expanded batch.
     beams = max(1, config.num_beams or 1)
@@ -91,6 +108,14 @@ def model_generate(pm, input_ids, attention_mask, **kwargs):
 PROBE_STEPS = 2  # the prompt step and one decoding step: a model may take the first right and lose the prefix after
 
 
+def returns_raw_logits() -> bool:
+    """Whether this transformers' generate() can return each step's raw logits (``output_logits``, added in
+    4.38); before it, only ``scores``, which the logits processors have already changed."""
+    from transformers import GenerationConfig
+
+    return hasattr(GenerationConfig(), "output_logits")
+
+
 @torch.no_grad()
 def model_generate_agrees(pm, input_ids, attention_mask) -> tuple[bool, str]:
     """Whether the first steps of the model's generate() behind the prefix give the logits of the
@@ -98,9 +123,12 @@ def model_generate_agrees(pm, input_ids, attention_mask) -> tuple[bool, str]:
     ref = next(pm.base.parameters())
     tol = SAME_TOL.get(ref.dtype, 1e-2)
     _, want = pm._loop(input_ids, attention_mask, PROBE_STEPS, None, True, "probing")  # (B, n, V)
+    # Without output_logits the processed scores stand in: a processor that changes them (a repetition
+    # penalty in the model's generation config) can only make the steps disagree, never agree wrongly.
+    steps = {"output_logits": True} if returns_raw_logits() else {"output_scores": True}
     try:
         out = model_generate(pm, input_ids, attention_mask, max_new_tokens=PROBE_STEPS, do_sample=False, num_beams=1,
-                             return_dict_in_generate=True, output_logits=True)
+                             return_dict_in_generate=True, **steps)
     except (TypeError, ValueError, RuntimeError, IndexError, AttributeError, KeyError) as e:
         return False, f"the model's generate() refused the prefix ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     logits = getattr(out, "logits", None) or getattr(out, "scores", None)

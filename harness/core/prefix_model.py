@@ -85,11 +85,12 @@ class PrefixModel(nn.Module):
             return self.base(**kw, **kwargs)
 
     @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, eos_token_id=None,
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int | None = None, eos_token_id=None,
                  output_logits: bool = False, use_model_generate: bool | None = None, **kwargs):
         """Generation behind the prefix. Returns the prompt followed by the new tokens, (B, L + n); with
         ``output_logits`` also each step's raw logits, (B, n, V). Exactly ``max_new_tokens`` unless
-        ``eos_token_id`` is given. Batches may be left-padded (``attention_mask`` 0 on the left).
+        ``eos_token_id`` is given (default 20; ``max_length``, as in Hugging Face, counts the prompt: it
+        gives max_length - L new tokens). Batches may be left-padded (``attention_mask`` 0 on the left).
 
         Other keywords go to the model's own ``generate()`` (``num_beams``, ``do_sample``,
         ``streamer``, ``stopping_criteria``, ...), which gets the prefix wherever one of its steps is
@@ -98,8 +99,17 @@ class PrefixModel(nn.Module):
         does greedy decoding and sampling (``do_sample``, ``temperature``, ``top_k``). Force one with
         ``use_model_generate`` True / False; ``last_generate_path`` says which ran and why."""
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        # max_length counts the caller's prompt; the model's generate() would count the P placeholders too
+        max_length = kwargs.pop("max_length", None)
+        if max_new_tokens is None:
+            max_new_tokens = max(0, max_length - input_ids.shape[1]) if max_length is not None else 20
         path, why = hf_generate.LOOP, "use_model_generate=False"
-        if use_model_generate is not False:
+        if use_model_generate is not False and output_logits and not hf_generate.returns_raw_logits():
+            if use_model_generate:
+                raise ValueError("use_model_generate=True with output_logits: this transformers' generate() cannot "
+                                 "return raw step logits (output_logits came in 4.38)")
+            why = "output_logits asked, which this transformers' generate() cannot return (it came in 4.38)"
+        elif use_model_generate is not False:
             agrees, why = hf_generate.model_generate_agrees(self, input_ids, mask)
             if agrees:
                 path = hf_generate.MODEL
