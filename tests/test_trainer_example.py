@@ -31,4 +31,4 @@ def test_readme_trainer_example_trains_a_prefix(tmp_path):
     first, last, checkpointing, dtype = float(m[1]), float(m[2]), m[3], m[4]
     assert last < first, f"the Trainer did not lower the loss: {first} -> {last}"
     assert checkpointing == "True" and dtype == "torch.bfloat16"
-    assert (tmp_path / "out" / "prefix" / "prefix.pt").exists()
+    assert (tmp_path / "out" / "prefix" / "prefix_model.safetensors").exists()

@@ -42,6 +42,11 @@ def run_summary(run_dir: Path, df: pd.DataFrame | None = None, problems: list[st
         value = first.get(col)
         return str(value) if value is not None and value == value else str(fallback)
 
+    def distinct(col, fallback):
+        """Every value a column holds, in order: a matrix run with the dtype axis holds float32 and bfloat16."""
+        values = [str(v) for v in dict.fromkeys(df[col].dropna())] if col in df.columns and len(df) else []
+        return ", ".join(values) or str(fallback)
+
     expected = meta.get("expected_cells")
     wanted = set(meta.get("expected_cell_ids") or [])
     have = {n.split("[", 1)[-1].rstrip("]") for n in df["nodeid"].dropna()} if len(df) else set()
@@ -53,7 +58,7 @@ def run_summary(run_dir: Path, df: pd.DataFrame | None = None, problems: list[st
         "torch": get("torch_version", versions.get("torch", "?")),
         "transformers": get("transformers_version", versions.get("transformers", "?")),
         "peft": get("peft_version", versions.get("peft", "?")),
-        "device": get("device", meta.get("device", "?")), "dtype": get("dtype", meta.get("dtype", "?")),
+        "device": distinct("device", meta.get("device", "?")), "dtype": distinct("dtype", meta.get("dtype", "?")),
         "commit": get("git_commit", meta.get("git_commit", "?")),
         "rows": len(df), "expected": expected,
         "complete": complete, "missing": sorted(wanted - have),
