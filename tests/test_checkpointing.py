@@ -77,3 +77,4 @@ def test_a_model_that_cannot_checkpoint_is_not_applicable_not_an_error(monkeypat
     assert v.status == "n/a" and "does not support gradient checkpointing" in v.message
     assert adapter_verdict(["pass", "n/a", "pass"]) == "pass"
     assert adapter_verdict(["pass", "n/a", "fail"]) == "fail" and adapter_verdict(["n/a"]) == "n/a"
+

@@ -50,6 +50,9 @@ def faulty_run(tmp_path_factory):
     _spec(specs, "rejects_cache", "RejectsCacheLM", expected=DECLARED)  # the adapter's run fails: declared
     _spec(specs, "bare_model_fails", "RaisingLM", expected=DECLARED)  # fails with no adapter at all
     (specs / "broken.yaml").write_text("family: x\nkv: [b, s\n")
+    wrong = yaml.safe_load(yaml.safe_dump(LLAMA))
+    wrong["kv"]["heads"] = "num_attention_heads"  # loads, but the cache holds num_key_value_heads (2, not 4)
+    (specs / "wrong_heads.yaml").write_text(yaml.safe_dump(wrong))
     done = _pytest(tmp, "--specs", str(specs), "--adapters", "harness", "--checks", "accepts",
                    "--cell-timeout", "5", run_id="faults")
     df = results.read_run(results.runs_root(tmp / "results") / "faults")
@@ -63,6 +66,15 @@ def test_a_bad_spec_file_removes_only_its_own_rows(faulty_run):
     assert "broken.yaml" in df.loc["broken", "message"] and "Fix:" in df.loc["broken", "message"]
     assert "INTERNALERROR" not in done.stdout + done.stderr
     assert "broken.yaml" in done.stdout  # in the terminal summary too
+
+
+def test_a_spec_that_loads_but_misreads_the_cache_is_an_error_naming_the_field(faulty_run):
+    """What `validate` checks runs in every cell's set-up: no raw shape error from deep inside a check."""
+    _, df = faulty_run
+    message = df.loc["wrong_heads", "message"]
+    assert df.loc["wrong_heads", "status"] == "error"
+    assert "wrong_heads.yaml: kv.heads: the spec gives 4 (num_attention_heads), the model's cache measured 2" in message
+    assert "Fix:" in message
 
 
 def test_a_hanging_cell_becomes_a_timeout_row_and_the_matrix_goes_on(faulty_run):
@@ -88,7 +100,9 @@ def test_a_declared_failure_covers_the_adapters_run_never_the_bare_model(faulty_
     _, df = faulty_run
     assert df.loc["rejects_cache", "status"] == "xfail"
     assert df.loc["bare_model_fails", "status"] == "error"
-    assert "the model without any adapter failed" in df.loc["bare_model_fails", "message"]
+    # caught before any adapter runs, by the spec check every cell's set-up makes (what `validate` checks)
+    message = df.loc["bare_model_fails", "message"]
+    assert "bare_model_fails.yaml: (forward): one forward with a cache" in message and "Fix:" in message
 
 
 def test_the_end_of_the_run_lists_what_was_not_measured(faulty_run):

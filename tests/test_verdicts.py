@@ -195,3 +195,26 @@ def test_the_real_adapter_attacher_is_the_default():
     bench = Bench(Cell(_spec("llama"), _spec("llama").variant("default"), "harness", "accepts", "transformers"),
                   _model(str(SPEC_DIR / "llama.yaml")), Settings())
     assert bench._attacher is real_attach
+
+
+def test_the_bare_model_failing_in_the_oracle_is_an_error_even_where_a_failure_is_declared(monkeypatch):
+    """The plugin's set-up catches a model that fails on every forward (the spec check); one that fails
+    only where the oracle runs it still never hides behind a declaration."""
+    from harness.core.spec import SPEC_DIR, load_spec
+    from harness.matrix import checks
+    from harness.matrix.cells import Cell
+    from harness.matrix.oracle import OracleError
+    from harness.matrix.verdict import settle
+    from harness.reporting.results import library_versions
+
+    spec = load_spec(SPEC_DIR / "llama.yaml")
+    cell = Cell(spec, spec.variant("default"), "peft", "generate", "transformers")
+    versions = library_versions()
+    assert cell.expected_failure(versions) is not None  # declared: PEFT's generate() under transformers 5
+
+    def failing(check, bench):
+        raise OracleError("the model without any adapter failed in greedy_full_recompute: RuntimeError: x")
+
+    monkeypatch.setattr(checks, "run", failing)
+    v = settle(cell, None, versions)
+    assert v.status == "error" and "without any adapter failed" in v.message

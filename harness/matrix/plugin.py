@@ -346,6 +346,24 @@ def pytest_collection_modifyitems(session, config, items):
         items[:] = keep
 
 
+def _check_spec(config, spec) -> None:
+    """What `validate` checks, once per spec and worker (a tiny build and one forward, ~0.05 s): a spec that
+    loads but disagrees with the cache its model really keeps (kv.heads, kv.layout, head dims, layer count)
+    makes each of its cells an error row naming the file, the field, the value measured and the fix, instead of
+    whatever shape error the check would meet."""
+    from harness.core.spec import check_buildable
+
+    checked = config.__dict__.setdefault("_pc_spec_checked", {})
+    if spec.path not in checked:
+        try:
+            check_buildable(spec)
+            checked[spec.path] = None
+        except SpecError as e:
+            checked[spec.path] = e
+    if checked[spec.path] is not None:
+        raise checked[spec.path]
+
+
 @pytest.fixture
 def bench(request, cell):
     """The cell's workbench. Building the model happens here, in set-up: a failure to build or load
@@ -355,6 +373,7 @@ def bench(request, cell):
         return None
     device, dtype = _device(config), DTYPES[cell.dtype]
     devices.start_cell(device, getattr(config, "_pc_gpu", None))
+    _check_spec(config, cell.spec)
     key = (cell.spec.path, cell.code_source, device, dtype, cell.attn, cell.checkpoint)
     if key not in config._pc_models:  # once per worker: every cell gets a deep copy of it
         too_large = devices.too_large(functools.partial(checkpoints.count_params, cell), dtype, device)
