@@ -107,3 +107,28 @@ def test_matrix_gives_one_na_row_per_spec_and_an_error_for_a_wrong_claim(tmp_pat
     text = table(results.runs_root(tmp_path / "results") / "na")
     assert "\n- mamba: n/a: no attention KV cache" in text and "\n- rwkv: n/a: no attention KV cache" in text
     assert "| mamba |" not in text  # listed under the table, not as a row of empty cells
+
+
+@pytest.mark.parametrize("model_type", ["mamba", "rwkv"])
+def test_the_probe_drafts_a_not_applicable_spec_that_validates(model_type, tmp_path):
+    """`prefix-compat probe mamba > model_specs/mamba.yaml` (README) must leave a spec, not an empty file:
+    the draft loads, claims n/a with the probe's measured reason, and validate's own measurement agrees."""
+    from harness.core.spec import check_buildable, load_spec
+    from harness.probe import probe_model_type
+
+    r = probe_model_type(model_type)
+    assert r.status == "n/a" and r.yaml and r.reason in r.draft["not_applicable"]
+    path = tmp_path / f"{model_type}.yaml"
+    path.write_text(r.yaml)
+    spec = load_spec(path)
+    assert spec.not_applicable and spec.kv is None
+    assert "none of which grows" in check_buildable(spec)["summary"]
+
+
+def test_a_hybrid_gets_no_not_applicable_draft():
+    """validate would measure the attention layers' growing K/V and refuse an n/a claim: no draft is
+    printed for a hybrid (its n/a stays the probe's verdict, with the figures)."""
+    from harness.probe import probe_model_type
+
+    r = probe_model_type("bamba")
+    assert r.status == "n/a" and "hybrid" in r.reason and r.yaml is None

@@ -2,7 +2,7 @@
 
     from harness.probe import probe_model_type, probe_code_dir
     result = probe_model_type("mistral")       # ProbeResult
-    print(result.yaml)                          # draft spec (None when status is "n/a")
+    print(result.yaml)                          # draft spec (for n/a: a not_applicable spec, when one validates)
     result.status, result.reason, result.notes  # "ok" | "n/a" | "probe-failed", why, what was not inferred
 
 Steps: shrink the config (shrink.py), run the tiny model with a cache and vary one size at a time
@@ -54,6 +54,25 @@ def _first_line(e: Exception) -> str:
 
 
 # ----------------------------------------------------------------------------- the core
+def _not_applicable_draft(res: ProbeResult, class_names: tuple[str, str], config: dict, match_types) -> None:
+    """An ``n/a`` spec to redirect into model_specs/ (`probe TYPE > model_specs/TYPE.yaml`), kept only when it
+    loads and `validate`'s own measurement of the claim agrees; otherwise a note says why there is none."""
+    from harness.core.spec import SpecError, check_buildable
+
+    draft = D.make_not_applicable_draft(
+        family=res.model_type, model_types=list(dict.fromkeys(match_types or [res.model_type])),
+        model_class=class_names[0], config_class=class_names[1], code_source="transformers", config=config,
+        reason=res.reason)
+    try:
+        check_buildable(load_draft(draft, name=re.sub(r"[^a-z0-9_]", "_", res.model_type.lower())))
+    except (SpecError, ValueError) as e:
+        res.notes.append(f"no n/a spec drafted: it does not pass validate ({_first_line(e)})")
+        return
+    res.draft, res.yaml = draft, D.to_yaml(draft, [
+        f"Drafted by `prefix-compat probe` for {res.target}: no attention KV cache, measured. The matrix gives",
+        "this spec one n/a row with the reason below; `prefix-compat validate` measures the claim again."])
+
+
 def probe_classes(config_class, model_class, *, target: str, model_type: str, code_source: str,
                   class_names: tuple[str, str], config_json: dict | None = None, fixed: dict | None = None,
                   remote: dict | None = None, match_types: list | None = None) -> ProbeResult:
@@ -117,6 +136,8 @@ def probe_classes(config_class, model_class, *, target: str, model_type: str, co
         res.attention_layers = getattr(e, "attention_layers", None)
         if getattr(e, "model", None) is not None and res.attention_layers:
             _hybrid_verdict(res, e, vocab_limit)
+        elif code_source == "transformers":
+            _not_applicable_draft(res, class_names, builder.settings(shrunk.overrides), match_types)
         return res
     except ProbeError as e:
         res.reason = str(e)

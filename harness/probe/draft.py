@@ -52,6 +52,19 @@ def make_draft(*, family: str, model_types: list[str], description: str, code_so
     return draft
 
 
+def make_not_applicable_draft(*, family: str, model_types: list[str], model_class: str, config_class: str,
+                              code_source: str, config: dict, reason: str) -> dict:
+    """A spec for a model without an attention KV cache: its build and the measured reason, so the matrix
+    gives it one ``n/a`` row (and `validate` measures the claim again)."""
+    return {
+        "family": family,
+        "description": f"{model_class} ({code_source}), drafted by prefix-compat probe: no attention KV cache",
+        "match": {"model_type": model_types},
+        "build": {"code_source": code_source, "class": model_class, "config_class": config_class, "config": config},
+        "not_applicable": reason,
+    }
+
+
 def to_yaml(draft: dict, comments: list[str]) -> str:
     head = "".join(f"# {line}\n" for c in comments for line in c.splitlines())
     body = yaml.safe_dump(draft, sort_keys=False, default_flow_style=None, width=110)
