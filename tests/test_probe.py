@@ -129,6 +129,8 @@ def test_code_dir_pins_the_code(tmp_path):
     assert result.kv.layout == ["s", "b", "h", "d"] and result.conventions == ("extend_2d", "explicit_offset")
     drafted = load_draft(result.draft)
     assert drafted.remote.revision == head and drafted.build.code_source == "reference"
+    own = next(line for line in result.yaml.splitlines() if "tiny config for this revision" in line)
+    assert '"num_layers": 2' in own  # the sizes the folder's own code was measured with, as the note says
 
 
 def test_a_match_counts_only_when_the_prefix_matters():

@@ -429,10 +429,11 @@ def _reuse_reference_build(res: ProbeResult, config_class, defaults: dict) -> No
     """A code folder of a family with a spec in model_specs/ (a new Qwen or ChatGLM revision) keeps
     that spec's reference model as its build; otherwise the build names the folder's own classes,
     which resolve only inside the probing process, and the notes say so."""
-    from harness.core.spec import find_spec_for, load_specs
+    from harness.core.spec import find_spec_for, load_specs_report
 
-    try:
-        spec = find_spec_for(config_class(**defaults), [s for s in load_specs() if s.build.code_source == "reference"])
+    try:  # the specs that load here (a spec naming a class this transformers lacks must not stop the probe)
+        spec = find_spec_for(config_class(**defaults),
+                             [s for s in load_specs_report()[0] if s.build.code_source == "reference"])
     except Exception:  # noqa: BLE001 - no matching spec: keep the folder's classes
         spec = None
     if spec is None:
@@ -440,12 +441,13 @@ def _reuse_reference_build(res: ProbeResult, config_class, defaults: dict) -> No
                          "only transformers or reference classes; the build names the folder's dynamic module, which "
                          "resolves only where the folder has been loaded")
         return
+    own = res.draft["build"].get("config", {})
     res.draft["build"] = {"code_source": "reference", "class": spec.build.model_class,
                           "config_class": spec.build.config_class, "config": dict(spec.build.config), "seed": 0}
     if spec.match_config_has:
         res.draft["match"]["config_has"] = list(spec.match_config_has)
     res.notes.append(f"build: reuses the reference model of model_specs/{Path(spec.path).name}; the probe's own tiny "
-                     "config for this revision is in the comments")
+                     f"config for this revision (what its code was measured with): {json.dumps(own, sort_keys=True)}")
     try:
         load_draft(res.draft)
     except Exception as e:  # noqa: BLE001
