@@ -50,6 +50,10 @@ def test_dtype_and_attn_options():
     assert axes.parse_dtypes("auto", "cpu") == ["float32", "bfloat16"]
     assert axes.parse_dtypes(None, "cuda") == ["float32", "bfloat16", "float16"]
     assert axes.parse_dtypes("bfloat16,float32", "cpu") == ["bfloat16", "float32"]
+    # real checkpoints load once, in bf16 on a GPU
+    assert axes.parse_dtypes("auto", "cuda", real_checkpoints=True) == ["bfloat16"]
+    assert axes.parse_dtypes(None, "cpu", real_checkpoints=True) == ["float32"]
+    assert axes.parse_dtypes("float16", "cuda", real_checkpoints=True) == ["float16"]
     with pytest.raises(ValueError, match="--dtype: invalid choice 'bf16'"):
         axes.parse_dtypes("bf16", "cpu")
     with pytest.raises(ValueError, match="--attn: invalid choice 'flash'"):

@@ -46,9 +46,13 @@ def mlp_variant() -> ProjectedVariant:
                             adapters=("harness",))
 
 
-def parse_dtypes(value: str | None, device: str) -> list[str]:
-    """``auto``: float32 and bfloat16, and float16 where the device computes in it (CUDA)."""
+def parse_dtypes(value: str | None, device: str, real_checkpoints: bool = False) -> list[str]:
+    """``auto``: float32 and bfloat16, and float16 where the device computes in it (CUDA). With real
+    checkpoints (--checkpoint/--checkpoints) ``auto`` is the one dtype they load in: bfloat16 on a GPU (as
+    they are trained and served), float32 on the CPU; loading a 7B model three times is not a default."""
     if not value or value == "auto":
+        if real_checkpoints:
+            return ["bfloat16" if device == "cuda" else DEFAULT_DTYPE]
         return [DEFAULT_DTYPE, "bfloat16"] + (["float16"] if device == "cuda" else [])
     wanted = [x.strip() for x in value.split(",") if x.strip()]
     bad = [w for w in wanted if w not in names.DTYPES]

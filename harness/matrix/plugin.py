@@ -40,7 +40,7 @@ from .cells import (
     select_specs,
     split,
 )
-from .verdict import ENVIRONMENT_ERRORS, settle  # noqa: F401 - ENVIRONMENT_ERRORS: re-exported
+from .verdict import ENVIRONMENT_ERRORS, settle
 
 ROW_KEY = pytest.StashKey[dict]()
 MEASUREMENT_KEY = pytest.StashKey[object]()
@@ -133,7 +133,7 @@ def _check_options(config) -> None:
     if opt.device == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError("--device cuda: this torch sees no CUDA device (use --device cpu or auto)")
     try:
-        axes.parse_dtypes(opt.dtype, _device(config)), axes.parse_attn(opt.attn)
+        axes.parse_dtypes(opt.dtype, _device(config), bool(opt.checkpoint or opt.checkpoints)), axes.parse_attn(opt.attn)
     except ValueError as e:
         raise pytest.UsageError(str(e)) from None
     if opt.specs and not Path(opt.specs).is_dir():
@@ -155,7 +155,7 @@ def _load_matrix(config) -> None:
     try:
         chosen = select_specs(specs, opt.models, also_known=bad_names)
         cells = axes.expand(build_cells(chosen, opt.adapters, opt.checks, opt.code_source),
-                            axes.parse_dtypes(opt.dtype, _device(config)), axes.parse_attn(opt.attn),
+                            axes.parse_dtypes(opt.dtype, _device(config), bool(opt.checkpoint or opt.checkpoints)), axes.parse_attn(opt.attn),
                             mlp=not opt.no_mlp_variant) + not_applicable_cells(chosen)
         cells = checkpoints.select(opt, chosen, cells)  # real checkpoints instead of tiny models, when asked
     except SelectionError as e:
@@ -359,6 +359,10 @@ def _check_spec(config, spec) -> None:
             check_buildable(spec)
             checked[spec.path] = None
         except SpecError as e:
+            if isinstance(e.__context__, ENVIRONMENT_ERRORS):
+                # the machine, not the spec (out of memory, a missing package): this cell's error row says
+                # so, and the next cell checks again on a clean device
+                raise e.__context__ from None
             checked[spec.path] = e
     if checked[spec.path] is not None:
         raise checked[spec.path]
