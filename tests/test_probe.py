@@ -232,3 +232,18 @@ def test_validator_demands_are_set_then_measured():
     result = probe_model_type("gemma4_assistant")
     assert result.status == "n/a" and "shared_kv_states" in result.reason
     assert any("hidden_size_per_layer_input': 0" in n for n in result.notes)
+
+
+def test_a_checkpoints_config_json_is_probed_instead_of_the_class_defaults(tmp_path):
+    """Lfm2Config() has only attention layers; released LFM2 checkpoints mix in convolution layers, which
+    make the model a hybrid. `probe lfm2 --config config.json` measures the layer kinds the file gives."""
+    from harness.probe.__main__ import main as probe_main
+
+    assert probe_model_type("lfm2").status == "ok"  # the class defaults: attention only
+    released = {"model_type": "lfm2", "num_hidden_layers": 4, "layer_types": ["conv", "conv", "full_attention", "conv"]}
+    r = probe_model_type("lfm2", config_json=released)
+    assert r.status == "n/a" and r.reason.startswith("hybrid"), r.reason
+    (tmp_path / "config.json").write_text(json.dumps(released))
+    assert probe_main(["lfm2", "--config", str(tmp_path / "config.json")]) == 3
+    with pytest.raises(SystemExit):
+        probe_main(["lfm2", "--config", str(tmp_path / "missing.json")])  # a usage error naming the file

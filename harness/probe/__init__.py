@@ -303,8 +303,10 @@ def _windows(shrunk: S.Shrunk) -> dict:
 
 
 # ----------------------------------------------------------------------------- entry points
-def probe_model_type(model_type: str) -> ProbeResult:
-    """Probe a model type of the installed transformers (a key of MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)."""
+def probe_model_type(model_type: str, config_json: dict | None = None) -> ProbeResult:
+    """Probe a model type of the installed transformers (a key of MODEL_FOR_CAUSAL_LM_MAPPING_NAMES).
+    ``config_json``: a released checkpoint's config.json settings (sizes shrunk, other settings such as its
+    layer kinds kept) instead of the config class's defaults, which may differ from every checkpoint."""
     import transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -329,7 +331,7 @@ def probe_model_type(model_type: str) -> ProbeResult:
                 f"{config_name}: the text model of a composite type")
         config_class, config_name = own, own.__name__
     res = probe_classes(config_class, model_class, target=model_type, model_type=model_type,
-                        code_source="transformers", class_names=(model_name, config_name),
+                        code_source="transformers", class_names=(model_name, config_name), config_json=config_json,
                         match_types=[model_type, getattr(own, "model_type", model_type)] if note else None)
     if note:
         res.notes.insert(0, note)

@@ -134,7 +134,11 @@ def sweep_table(run_dir: Path) -> str:
         "the note), then, for an ok draft, the checks with the `harness` and `peft` adapters. The verdict is the "
         "`harness` adapter's: `fail` if a check missed its bar, `pass` if every check passed (a check the model "
         "rules out, `n/a`, e.g. no gradient checkpointing at all, aside), else `error` or "
-        "`inconclusive`. Drafts declare no expected failures, so known PEFT failures show as ✗.", "",
+        "`inconclusive`. Drafts declare no expected failures, so known PEFT failures show as ✗. Each type is "
+        "measured on its config class's defaults, shrunk: where released checkpoints configure other layer kinds "
+        "than the defaults (LFM2: `Lfm2Config()` has only attention layers, its checkpoints mix in convolution "
+        "layers, which make it a hybrid, measured), probe with the checkpoint's own config: `prefix-compat probe "
+        "TYPE --config config.json`.", "",
         f"**{measured} of {total} model types have a measured verdict** (pass, fail or n/a); probe-failed: "
         f"{probes['probe-failed']} ({pct(probes['probe-failed'])}).", "",
         "| verdict | model types | share |", "|---|---:|---:|",
