@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _spec_dir(tmp: Path, name: str, broken: bool, declare: bool = False) -> Path:
     spec = yaml.safe_load((ROOT / "model_specs" / "llama.yaml").read_text())
-    if broken:  # too many KV heads: the model rejects the prefix (a wrong layout would fail the oracle
-        spec["kv"]["heads"] = ["num_attention_heads"]  # itself, reading the real cache: an error, never declared)
+    if broken:  # the prefix handed over in legacy tuples, which transformers 5's LLaMA cannot take: it fails only
+        # where an adapter runs the model, so a declaration can cover it (a spec misreading the cache's shape, e.g.
+        # kv.heads, is an error in set-up instead, never declared: tests/test_plugin_faults.py)
+        spec["cache"]["container"] = "tuples"
     spec["expected_failures"] = [{"adapter": "harness", "check": "accepts", "transformers": ">=0",
                                   "reason": "declared for the test"}] if declare else []
     folder = tmp / name
@@ -67,7 +69,7 @@ def test_rows_of_each_run(runs):
     a = results.read_run(runs["a"]).set_index("check")
     assert sorted(a.index) == ["accepts", "equivalence"]
     assert set(a["status"]) == {"error"}
-    assert "shape" in a.loc["accepts", "message"] or "size" in a.loc["accepts", "message"].lower()
+    assert "'tuple' object has no attribute" in a.loc["accepts", "message"]  # the model refusing legacy tuples
     b = results.read_run(runs["b"]).set_index("check")
     assert list(b["status"]) == ["pass", "pass"]
     assert b.loc["accepts", "threshold"] == 1e-4 and b.loc["gradients", "metric"] <= b.loc["gradients", "threshold"]

@@ -34,7 +34,9 @@ class Change:
 
     @property
     def cell(self) -> str:
-        return f"{self.model}-{self.adapter}-{self.check}" + ("" if self.code_source in ("transformers", "reference") else f" ({self.code_source})")
+        # a sweep's probe rows have no adapter ("-"): named as the run names them, e.g. afmoe-probe
+        parts = [self.model] + ([self.adapter] if self.adapter != "-" else []) + [self.check]
+        return "-".join(parts) + ("" if self.code_source in ("transformers", "reference") else f" ({self.code_source})")
 
 
 @dataclass
